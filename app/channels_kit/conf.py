@@ -1,0 +1,90 @@
+"""Settings from environment variables, shared by every process of a deployment.
+
+The seed's rule: interface servers and workers must use the same channel layer
+settings or they cannot talk to each other. Building ``CHANNEL_LAYERS`` here,
+from the same variables in every container, keeps them identical.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+
+TRUE_WORDS = {"1", "true", "yes", "on"}
+FALSE_WORDS = {"0", "false", "no", "off", ""}
+
+
+def env_str(name: str, default: str = "") -> str:
+    """A string setting; surrounding whitespace is dropped."""
+    return os.environ.get(name, default).strip()
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    """A yes/no setting (1/0, true/false, yes/no, on/off)."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    word = raw.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ImproperlyConfigured(f"{name}={raw!r} is not a yes/no value")
+
+
+def env_int(name: str, default: int) -> int:
+    """An integer setting."""
+    raw = env_str(name)
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not an integer") from None
+
+
+def env_float(name: str, default: float) -> float:
+    """A number setting (seconds, usually)."""
+    raw = env_str(name)
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a number") from None
+
+
+def env_list(name: str, default: str = "") -> list[str]:
+    """A comma-separated list; empty items are dropped."""
+    return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
+
+
+def channel_layers_from_env() -> dict[str, Any]:
+    """``CHANNEL_LAYERS`` from ``REDIS_URLS`` and friends (in-memory when no URL is set)."""
+    urls = env_list("REDIS_URLS")
+    if not urls:
+        return {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    socket_timeout = env_float("REDIS_SOCKET_TIMEOUT", 30.0)
+    hosts = [
+        {
+            "address": url,
+            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": env_float("REDIS_CONNECT_TIMEOUT", 5.0),
+            "health_check_interval": env_int("REDIS_HEALTH_CHECK_INTERVAL", 30),
+        }
+        for url in urls
+    ]
+    return {
+        "default": {
+            "BACKEND": "channels_kit.layers.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": hosts,
+                "prefix": env_str("CHANNEL_LAYER_PREFIX", "asgi"),
+                "expiry": env_int("CHANNEL_LAYER_EXPIRY", 60),
+                "group_expiry": env_int("CHANNEL_LAYER_GROUP_EXPIRY", 86400),
+                "capacity": env_int("CHANNEL_LAYER_CAPACITY", 100),
+            },
+        }
+    }

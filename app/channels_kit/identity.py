@@ -1,0 +1,18 @@
+"""Who is answering: ``<role>/<hostname>``, as sent in ``X-Served-By`` and hello frames."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+ROLE_ENV = "SERVER_ROLE"
+
+
+def server_role() -> str:
+    """The role of this process (``daphne``, ``worker``, ``uwsgi``), from ``SERVER_ROLE``."""
+    return os.environ.get(ROLE_ENV, "").strip() or "django"
+
+
+def server_identity() -> str:
+    """``<role>/<hostname>``: unique per container, stable for the process's life."""
+    return f"{server_role()}/{socket.gethostname()}"

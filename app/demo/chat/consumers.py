@@ -1,0 +1,89 @@
+"""Consumers: the chat WebSocket and the background ``thumbnail`` channel."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from channels.consumer import SyncConsumer
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+from django.utils import timezone
+
+from channels_kit.identity import server_identity
+from chat.models import Message, Task
+
+logger = logging.getLogger(__name__)
+
+TASK_CHANNEL = "thumbnail"
+# Longest simulated job, so a malicious payload cannot hold a worker for long.
+MAX_TASK_SECONDS = 30.0
+
+
+def room_group(room: str) -> str:
+    """The channel-layer group of a chat room."""
+    return f"chat.{room}"
+
+
+class ChatConsumer(AsyncJsonWebsocketConsumer):
+    """``/ws/chat/<room>/``: hello frame first, then every message in the room."""
+
+    async def connect(self) -> None:
+        self.room = self.scope["url_route"]["kwargs"]["room"]
+        self.group = room_group(self.room)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+        await self.send_json({"type": "hello", "server": server_identity(), "room": self.room})
+
+    async def disconnect(self, code: int) -> None:
+        if hasattr(self, "group"):
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def receive_json(self, content, **kwargs) -> None:
+        text = content.get("message") if isinstance(content, dict) else None
+        if not isinstance(text, str) or not text.strip():
+            await self.send_json({"type": "error", "error": 'expected {"message": "<text>"}'})
+            return
+        if len(text) > settings.CHAT_MAX_MESSAGE_CHARS:
+            limit = settings.CHAT_MAX_MESSAGE_CHARS
+            await self.send_json({"type": "error", "error": f"message longer than {limit} characters"})
+            return
+        message = await database_sync_to_async(Message.objects.create)(room=self.room, text=text)
+        await self.channel_layer.group_send(self.group, {"type": "chat.message", "event": message.as_event()})
+
+    async def decode_json(self, text_data):
+        try:
+            return await super().decode_json(text_data)
+        except ValueError:
+            return None
+
+    async def chat_message(self, event: dict) -> None:
+        """Group event: forward a stored message to this socket."""
+        await self.send_json(event["event"])
+
+
+class TaskConsumer(SyncConsumer):
+    """Runs jobs sent to the ``thumbnail`` channel; served only by ``runworker``."""
+
+    def task_run(self, message: dict) -> None:
+        """Run one job: sleep as long as asked (bounded), then record the result."""
+        try:
+            task = Task.objects.get(pk=message["id"])
+        except (Task.DoesNotExist, KeyError, ValueError):
+            logger.warning("task message for unknown task: %r", message)
+            return
+        try:
+            seconds = min(float(task.payload.get("sleep", 0)), MAX_TASK_SECONDS)
+            if seconds > 0:
+                time.sleep(seconds)
+            task.result = {"echo": task.payload, "slept": max(seconds, 0.0)}
+            task.status = Task.Status.DONE
+        except Exception as exc:  # a bad job fails, the worker goes on
+            logger.exception("task %s failed", task.pk)
+            task.result = {"error": f"{type(exc).__name__}: {exc}"}
+            task.status = Task.Status.FAILED
+        task.worker = server_identity()
+        task.finished = timezone.now()
+        task.save(update_fields=["result", "status", "worker", "finished"])
+        logger.info("task %s %s on %s", task.pk, task.status, task.worker)

@@ -1,0 +1,57 @@
+"""Chat history and background-task records."""
+
+import uuid
+
+from django.db import models
+
+ROOM_PATTERN = r"[A-Za-z0-9_-]{1,64}"
+
+
+class Message(models.Model):
+    """One chat message, kept so the page can show recent history."""
+
+    room = models.CharField(max_length=64, db_index=True)
+    text = models.TextField()
+    created = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+
+    def as_event(self) -> dict:
+        """The message as the WebSocket contract sends it."""
+        return {
+            "type": "message",
+            "room": self.room,
+            "message": self.text,
+            "id": self.pk,
+            "created": self.created.isoformat(),
+        }
+
+
+class Task(models.Model):
+    """A background job queued on the ``thumbnail`` channel and run by a worker."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        DONE = "done"
+        FAILED = "failed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    payload = models.JSONField(default=dict)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    result = models.JSONField(null=True, blank=True)
+    worker = models.CharField(max_length=128, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    def as_json(self) -> dict:
+        """The task as ``GET /tasks/<id>`` shows it."""
+        return {
+            "id": str(self.id),
+            "status": self.status,
+            "payload": self.payload,
+            "result": self.result,
+            "worker": self.worker,
+            "created": self.created.isoformat(),
+            "finished": self.finished.isoformat() if self.finished else None,
+        }

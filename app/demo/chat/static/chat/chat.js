@@ -1,0 +1,67 @@
+// Chat client: one WebSocket per page, reconnecting with capped exponential
+// backoff (plus jitter) whenever the connection drops.
+(function () {
+  "use strict";
+  var room = document.currentScript.dataset.room;
+  var log = document.getElementById("log");
+  var state = document.getElementById("state");
+  var socketServer = document.getElementById("socket-server");
+  var form = document.getElementById("send-form");
+  var input = document.getElementById("message");
+  var scheme = location.protocol === "https:" ? "wss://" : "ws://";
+  var url = scheme + location.host + "/ws/chat/" + encodeURIComponent(room) + "/";
+  var socket = null;
+  var attempt = 0;
+
+  function setState(name) {
+    state.textContent = name;
+    state.className = "state " + name;
+  }
+
+  function append(text, kind) {
+    var item = document.createElement("li");
+    item.className = kind;
+    var time = document.createElement("time");
+    time.textContent = new Date().toTimeString().slice(0, 8);
+    item.appendChild(time);
+    item.appendChild(document.createTextNode(" " + text));
+    log.appendChild(item);
+    item.scrollIntoView({ block: "end" });
+  }
+
+  function connect() {
+    setState("connecting");
+    socket = new WebSocket(url);
+    socket.onopen = function () {
+      attempt = 0;
+      setState("connected");
+    };
+    socket.onmessage = function (event) {
+      var data = JSON.parse(event.data);
+      if (data.type === "hello") {
+        socketServer.textContent = data.server;
+      } else if (data.type === "message") {
+        append(data.message, "message");
+      } else if (data.type === "error") {
+        append("error: " + data.error, "error");
+      }
+    };
+    socket.onclose = function () {
+      var delay = Math.min(30000, 500 * Math.pow(2, attempt)) * (0.5 + Math.random() / 2);
+      attempt += 1;
+      setState("reconnecting");
+      setTimeout(connect, delay);
+    };
+  }
+
+  form.addEventListener("submit", function (event) {
+    event.preventDefault();
+    if (!input.value.trim() || !socket || socket.readyState !== WebSocket.OPEN) {
+      return;
+    }
+    socket.send(JSON.stringify({ message: input.value }));
+    input.value = "";
+  });
+
+  connect();
+})();

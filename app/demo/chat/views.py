@@ -1,0 +1,72 @@
+"""HTTP side of the demo: the chat page, room history and background tasks."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, render
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from channels_kit.identity import server_identity
+from chat.consumers import TASK_CHANNEL
+from chat.models import ROOM_PATTERN, Message, Task
+
+DEFAULT_ROOM = "lobby"
+
+
+def recent_messages(room: str) -> list[Message]:
+    """The room's latest messages, oldest first."""
+    latest = Message.objects.filter(room=room)[: settings.CHAT_HISTORY_SIZE]
+    return list(reversed(latest))
+
+
+@require_GET
+def index(request: HttpRequest) -> HttpResponse:
+    """The chat page for ``?room=<name>`` (default ``lobby``), with recent history."""
+    room = request.GET.get("room", DEFAULT_ROOM)
+    if not re.fullmatch(ROOM_PATTERN, room):
+        room = DEFAULT_ROOM
+    context = {
+        "room": room,
+        "history": recent_messages(room),
+        "server": server_identity(),
+        "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,
+    }
+    return render(request, "chat/index.html", context)
+
+
+@require_GET
+def history(request: HttpRequest, room: str) -> JsonResponse:
+    """Recent messages of a room as JSON, oldest first."""
+    return JsonResponse({"room": room, "messages": [m.as_event() for m in recent_messages(room)]})
+
+
+@csrf_exempt  # JSON only: browsers cannot send application/json cross-site without CORS.
+@require_POST
+def create_task(request: HttpRequest) -> JsonResponse:
+    """Queue a job on the ``thumbnail`` channel; answer 202 with its id."""
+    if request.content_type != "application/json":
+        return JsonResponse({"error": "send Content-Type: application/json"}, status=415)
+    try:
+        payload = json.loads(request.body or b"{}")
+    except ValueError:
+        return JsonResponse({"error": "body is not valid JSON"}, status=400)
+    if not isinstance(payload, dict):
+        return JsonResponse({"error": "body must be a JSON object"}, status=400)
+    task = Task.objects.create(payload=payload)
+    async_to_sync(get_channel_layer().send)(TASK_CHANNEL, {"type": "task.run", "id": str(task.pk)})
+    body = task.as_json() | {"url": f"/tasks/{task.pk}"}
+    return JsonResponse(body, status=202)
+
+
+@require_GET
+def task_detail(request: HttpRequest, task_id: str) -> JsonResponse:
+    """A task's state: ``pending`` until a worker ran it, then ``done`` or ``failed``."""
+    task = get_object_or_404(Task, pk=task_id)
+    return JsonResponse(task.as_json())

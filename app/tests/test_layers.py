@@ -1,0 +1,75 @@
+"""The redis-py 8 idle trap, against a real Redis: stock channels_redis dies, the kit's layer lives."""
+
+import asyncio
+
+import channels_redis.core
+import pytest
+import redis.exceptions
+
+from channels_kit.layers import (
+    REDIS_DEFAULT_SOCKET_TIMEOUT,
+    RedisChannelLayer,
+    blocking_timeout_for,
+    host_socket_timeout,
+)
+
+
+def test_socket_timeout_is_read_from_dict_url_or_default():
+    assert host_socket_timeout({"address": "redis://r", "socket_timeout": 3}) == 3.0
+    assert host_socket_timeout({"address": "redis://r/0?socket_timeout=4.5"}) == 4.5
+    assert host_socket_timeout({"address": "redis://r", "socket_timeout": None}) is None
+    assert host_socket_timeout({"address": "redis://r"}) == REDIS_DEFAULT_SOCKET_TIMEOUT
+
+
+def test_blocking_timeout_stays_under_the_smallest_socket_timeout():
+    hosts = [{"address": "redis://a", "socket_timeout": 30}, {"address": "redis://b", "socket_timeout": 2}]
+    assert blocking_timeout_for(hosts, preferred=5) == 1.0
+    assert blocking_timeout_for([{"address": "redis://a", "socket_timeout": 30}], preferred=5) == 5
+    assert blocking_timeout_for([{"address": "redis://a", "socket_timeout": None}], preferred=5) == 5
+    assert blocking_timeout_for([{"address": "redis://a", "socket_timeout": 0.01}], preferred=5) == 0.1
+
+
+async def _idle_then_receive(layer, idle: float) -> dict:
+    """Receive on a channel that stays empty for ``idle`` seconds, then gets one message."""
+    channel = await layer.new_channel()
+
+    async def send_later():
+        await asyncio.sleep(idle)
+        await layer.send(channel, {"type": "late.message"})
+
+    sender = asyncio.ensure_future(send_later())
+    try:
+        return await asyncio.wait_for(layer.receive(channel), idle + 10)
+    finally:
+        sender.cancel()
+        await layer.flush()
+
+
+def test_kit_layer_survives_idle_longer_than_socket_timeout(redis_url):
+    layer = RedisChannelLayer(hosts=[{"address": redis_url, "socket_timeout": 1}])
+    assert layer.brpop_timeout == 0.5
+    message = asyncio.run(_idle_then_receive(layer, idle=3.5))
+    assert message == {"type": "late.message"}
+
+
+def test_stock_layer_dies_when_idle_longer_than_socket_timeout(redis_url):
+    """The control: the same idle wait kills channels_redis's own layer (redis-py #4091)."""
+    layer = channels_redis.core.RedisChannelLayer(hosts=[{"address": redis_url, "socket_timeout": 1}])
+    assert layer.brpop_timeout > 1
+    with pytest.raises(redis.exceptions.TimeoutError):
+        asyncio.run(_idle_then_receive(layer, idle=3.5))
+
+
+def test_kit_layer_groups_work(redis_url):
+    layer = RedisChannelLayer(hosts=[{"address": redis_url, "socket_timeout": 2}], prefix="unit-groups")
+    asyncio.run(_group_round_trip(layer))
+
+
+async def _group_round_trip(layer) -> None:
+    first, second = await layer.new_channel(), await layer.new_channel()
+    await layer.group_add("room", first)
+    await layer.group_add("room", second)
+    await layer.group_send("room", {"type": "chat.message", "text": "hi"})
+    assert (await asyncio.wait_for(layer.receive(first), 5))["text"] == "hi"
+    assert (await asyncio.wait_for(layer.receive(second), 5))["text"] == "hi"
+    await layer.flush()

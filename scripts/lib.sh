@@ -1,0 +1,69 @@
+# Shared shell helpers, sourced by every script in scripts/.
+# shellcheck shell=bash
+set -Eeuo pipefail
+[[ "${DEBUG:-0}" == 1 ]] && set -x
+
+KIT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export KIT_ROOT
+ENV_FILE="${ENV_FILE:-$KIT_ROOT/.env}"
+
+log() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
+warn() { printf '\033[1;33mwarning:\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[1;31merror:\033[0m %s\n' "$*" >&2; exit 1; }
+
+# usage_from_header: print the comment block at the top of the calling script.
+usage_from_header() {
+  sed -n '2,/^[^#]/{/^#/!q;s/^# \{0,1\}//;p}' "$0"
+}
+
+# env_get KEY [FILE]: print the value of KEY from a dotenv file (empty if unset).
+env_get() {
+  local key=$1 file=${2:-$ENV_FILE}
+  [[ -f "$file" ]] || return 0
+  sed -n "s/^${key}=//p" "$file" | tail -n 1
+}
+
+# env_set KEY VALUE [FILE]: set KEY=VALUE in a dotenv file, in place when KEY is
+# already there (the first line wins, later duplicates are dropped), else appended.
+env_set() {
+  local key=$1 value=$2 file=${3:-$ENV_FILE} tmp
+  touch "$file"
+  tmp=$(mktemp "${file}.XXXXXX")
+  KEY="$key" VALUE="$value" awk '
+    index($0, ENVIRON["KEY"] "=") == 1 { if (!done) print ENVIRON["KEY"] "=" ENVIRON["VALUE"]; done = 1; next }
+    { print }
+    END { if (!done) print ENVIRON["KEY"] "=" ENVIRON["VALUE"] }
+  ' "$file" >"$tmp"
+  cat "$tmp" >"$file"
+  rm -f "$tmp"
+}
+
+# compose: docker compose run from the repository root, so the root .env applies.
+compose() {
+  (cd "$KIT_ROOT" && docker compose "$@")
+}
+
+# have CMD: true when CMD is on PATH.
+have() { command -v "$1" >/dev/null 2>&1; }
+
+# apt_install [apt-get install options] PKG...: install Debian packages; runs
+# apt-get update only when a package has no install candidate yet, and once
+# more (then retries) when an install fails on stale package lists.
+apt_install() {
+  local arg policy need_update=0
+  export DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1
+  for arg in "$@"; do
+    [[ "$arg" == -* ]] && continue
+    policy=$(apt-cache policy "$arg" 2>/dev/null || true)
+    [[ "$policy" == *"Candidate: "[!\(]* ]] || need_update=1
+  done
+  if ((need_update)); then
+    log "apt-get update"
+    timeout 600 apt-get update -q || die "apt-get update failed"
+  fi
+  if ! timeout 1200 apt-get install -y -q -o Dpkg::Use-Pty=0 "$@"; then
+    warn "apt-get install $* failed; refreshing package lists and retrying once"
+    timeout 600 apt-get update -q || die "apt-get update failed"
+    timeout 1200 apt-get install -y -q -o Dpkg::Use-Pty=0 "$@" || die "apt-get install $* failed"
+  fi
+}

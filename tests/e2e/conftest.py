@@ -1,0 +1,82 @@
+"""End-to-end tests against the real stack started by `make up` (see scripts/test).
+
+KIT_BASE_URL points at nginx; COMPOSE_PROJECT_NAME names the stack under test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import websockets
+
+REPO = Path(__file__).resolve().parents[2]
+BASE_URL = os.environ.get("KIT_BASE_URL", "http://127.0.0.1:8000")
+WS_URL = BASE_URL.replace("http://", "ws://", 1)
+# A browser on the site sends this Origin; Daphne rejects sockets from other origins.
+ORIGIN = "http://localhost"
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self):
+        return json.loads(self.body)
+
+
+def http(method: str, path: str, body: bytes | None = None, headers: dict | None = None) -> Response:
+    """One HTTP request through nginx; errors come back as responses, not exceptions."""
+    request = urllib.request.Request(BASE_URL + path, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return Response(response.status, dict(response.headers), response.read())
+    except urllib.error.HTTPError as error:
+        return Response(error.code, dict(error.headers), error.read())
+
+
+def post_json(path: str, payload) -> Response:
+    return http("POST", path, json.dumps(payload).encode(), {"Content-Type": "application/json"})
+
+
+def ws_connect(room: str, origin: str = ORIGIN):
+    """A WebSocket to the chat room, through nginx."""
+    return websockets.connect(f"{WS_URL}/ws/chat/{room}/", origin=origin, open_timeout=10)
+
+
+async def recv_json(socket, timeout: float = 10.0) -> dict:
+    return json.loads(await asyncio.wait_for(socket.recv(), timeout))
+
+
+def compose(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`docker compose` on the stack under test (its project name comes from the environment)."""
+    return subprocess.run(
+        ["docker", "compose", *args], cwd=REPO, check=check, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def wait_for_task(task_id: str, timeout: float = 30.0) -> dict:
+    """Poll GET /tasks/<id> until it leaves ``pending`` (bounded)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        task = http("GET", f"/tasks/{task_id}").json()
+        if task["status"] != "pending":
+            return task
+        time.sleep(0.2)
+    pytest.fail(f"task {task_id} still pending after {timeout} s")
+
+
+def run_task(payload: dict | None = None) -> dict:
+    created = post_json("/tasks/", payload or {"hello": "world"})
+    assert created.status == 202, created.body
+    return wait_for_task(created.json()["id"])

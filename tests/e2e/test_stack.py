@@ -1,0 +1,51 @@
+"""The app contract through nginx: health, page, static files, limits, background tasks."""
+
+from conftest import http, post_json, run_task
+
+
+def test_healthz_names_the_answering_daphne():
+    response = http("GET", "/healthz")
+    assert response.status == 200
+    body = response.json()
+    assert body["status"] == "ok"
+    assert body["server"].startswith("daphne/")
+    assert response.headers["X-Served-By"] == body["server"]
+
+
+def test_readyz_sees_database_and_channel_layer():
+    response = http("GET", "/readyz")
+    assert response.status == 200, response.body
+    checks = response.json()["checks"]
+    assert checks["database"]["ok"] and checks["channel_layer"]["ok"]
+
+
+def test_chat_page_and_its_static_files():
+    page = http("GET", "/?room=e2e-page")
+    assert page.status == 200
+    assert page.headers["X-Served-By"].startswith("daphne/")
+    assert b'src="/static/chat/chat.js"' in page.body
+    script = http("GET", "/static/chat/chat.js")
+    assert script.status == 200 and b"new WebSocket" in script.body
+    assert "X-Served-By" not in script.headers  # nginx serves it, not Django
+
+
+def test_background_task_runs_on_a_worker():
+    task = run_task({"sleep": 0.1, "name": "thumbnail-1"})
+    assert task["status"] == "done"
+    assert task["worker"].startswith("worker/")
+    assert task["result"]["echo"] == {"sleep": 0.1, "name": "thumbnail-1"}
+
+
+def test_tasks_endpoint_accepts_only_json():
+    response = http("POST", "/tasks/", b"a=1", {"Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status == 415
+
+
+def test_request_body_limit_is_enforced_by_nginx():
+    response = post_json("/tasks/", {"blob": "x" * (2 * 1024 * 1024)})
+    assert response.status == 413
+
+
+def test_unknown_host_is_refused():
+    response = http("GET", "/healthz", headers={"Host": "evil.example"})
+    assert response.status == 400
