@@ -1,42 +1,241 @@
-"""The kit's worker server: Channels' ``Worker`` plus a heartbeat for container healthchecks."""
+"""The kit's worker server: bounded prefetch, a clean SIGTERM drain and a heartbeat.
+
+The seed promises that a worker sent SIGTERM "will cleanly exit and finish running
+any in-process consumers", so queued messages go to the workers that replace it.
+Here that means: stop taking messages (cancel the pending ``layer.receive()``
+calls), hand back what the layer fetched but did not deliver, let in-flight
+consumers finish within a grace period, then exit 0.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
+import os
+import signal
+import sys
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from channels.worker import Worker
 
+from channels_kit.slots import ChannelStats, ConsumerSlot, Send
+
 logger = logging.getLogger("channels_kit.worker")
 
+# Exit status when in-flight work was abandoned (deadline passed or a second signal).
+EXIT_ABANDONED = 1
+# How long idle application instances get to stop once the drain is over.
+CLOSE_TIMEOUT_SECONDS = 5.0
 
-class HeartbeatWorker(Worker):
-    """A ``Worker`` that touches a file while its event loop runs.
 
-    A worker opens no port, so its healthcheck reads the file's age instead: a
+class KitWorker(Worker):
+    """A Channels ``Worker`` with bounded prefetch, SIGTERM drain, counters and a heartbeat.
+
+    Each channel gets ``concurrency`` slots (listener + application instance); a
+    slot takes the next message only when its instance is idle, so at most
+    ``concurrency`` messages per channel are out of the layer in this process.
+    A worker opens no port, so its healthcheck reads the heartbeat file's age: a
     fresh file proves the loop is turning (``python -m channels_kit.probe heartbeat``).
     """
 
     def __init__(
         self,
-        *args,
+        application: Any,
+        channels: Iterable[str],
+        channel_layer: Any,
+        *,
+        concurrency: int = 1,
+        grace_period: float = 25.0,
         heartbeat_path: Path | None = None,
         heartbeat_interval: float = 5.0,
-        **kwargs,
     ) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__(application=application, channels=list(channels), channel_layer=channel_layer)
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, not {concurrency}")
+        if grace_period < 0:
+            raise ValueError(f"grace_period must not be negative, not {grace_period}")
+        self.concurrency = concurrency
+        self.grace_period = grace_period
         self.heartbeat_path = heartbeat_path
         self.heartbeat_interval = heartbeat_interval
+        self.stats = {channel: ChannelStats() for channel in self.channels}
+        self.slots = [
+            ConsumerSlot(
+                channel=channel,
+                index=index,
+                application=application,
+                channel_layer=channel_layer,
+                stats=self.stats[channel],
+                send=self._send_for(channel),
+            )
+            for channel in self.channels
+            for index in range(concurrency)
+        ]
+        # Descriptions of the messages given up on at the deadline or a second signal.
+        self.abandoned: list[str] = []
+        self._stop = asyncio.Event()
+        self._abandon = asyncio.Event()
+
+    # --- state for healthchecks and metrics ----------------------------------------
+
+    def busy_count(self, channel: str | None = None) -> int:
+        """Messages taken from the layer and not finished yet (for one channel, or all)."""
+        return sum(1 for slot in self.slots if slot.busy and channel in (None, slot.channel))
+
+    @property
+    def messages_received(self) -> int:
+        return sum(stats.received for stats in self.stats.values())
+
+    @property
+    def messages_handled(self) -> int:
+        return sum(stats.handled for stats in self.stats.values())
+
+    @property
+    def messages_failed(self) -> int:
+        return sum(stats.failed for stats in self.stats.values())
+
+    # --- running and stopping ---------------------------------------------------------
+
+    def request_stop(self, reason: str = "stop requested") -> None:
+        """First call: drain (take nothing new, finish in-flight work). Second: abandon it now."""
+        if not self._stop.is_set():
+            logger.info(
+                "%s: taking no new messages; %d in flight get up to %gs to finish",
+                reason,
+                self.busy_count(),
+                self.grace_period,
+            )
+            self._stop.set()
+        elif not self._abandon.is_set():
+            logger.warning("%s again: abandoning in-flight work now", reason)
+            self._abandon.set()
+
+    def run(self) -> None:
+        """Serve until SIGTERM or SIGINT, drain, return; exit at once if work was abandoned."""
+        with asyncio.Runner() as runner:
+            runner.run(self.arun(handle_signals=True))
+            if self.abandoned:
+                # Abandoned sync consumers keep running in threads that interpreter
+                # shutdown would wait for; ending "at once" means skipping that.
+                logging.shutdown()
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(EXIT_ABANDONED)
+
+    async def arun(self, handle_signals: bool = False) -> None:
+        """Serve until ``request_stop()`` (wired to SIGTERM/SIGINT when ``handle_signals``)."""
+        loop = asyncio.get_running_loop()
+        signals = (signal.SIGTERM, signal.SIGINT) if handle_signals else ()
+        for sig in signals:
+            loop.add_signal_handler(sig, self.request_stop, sig.name)
+        try:
+            await self.handle()
+        finally:
+            for sig in signals:
+                loop.remove_signal_handler(sig)
 
     async def handle(self) -> None:
+        """Run every slot until a stop is requested or a listener fails, then drain."""
         beat = asyncio.ensure_future(self.heartbeat()) if self.heartbeat_path else None
-        logger.info("worker serving channels %s", ", ".join(self.channels))
+        logger.info(
+            "worker serving channels %s (concurrency %d per channel, grace period %gs)",
+            ", ".join(self.channels),
+            self.concurrency,
+            self.grace_period,
+        )
+        tasks = {asyncio.ensure_future(slot.run()): slot for slot in self.slots}
+        stop = asyncio.ensure_future(self._stop.wait())
+        failure: BaseException | None = None
         try:
-            await super().handle()
+            done, _ = await asyncio.wait({*tasks, stop}, return_when=asyncio.FIRST_COMPLETED)
+            failure = next(
+                (t.exception() for t in done if t is not stop and not t.cancelled() and t.exception()), None
+            )
+            if failure is not None:
+                # The layer is failing (Redis gone?): finish what we hold, then let the
+                # process exit non-zero so its supervisor restarts it.
+                logger.error("a channel listener failed (%r); draining before exiting", failure)
+            self._stop.set()
+            await self._drain(tasks)
         finally:
+            stop.cancel()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            timeout = 0 if self.abandoned else CLOSE_TIMEOUT_SECONDS
+            await asyncio.gather(*(slot.close(timeout) for slot in self.slots))
             if beat:
                 beat.cancel()
+        if failure is not None:
+            raise failure
+
+    async def _drain(self, tasks: dict[asyncio.Future[None], ConsumerSlot]) -> None:
+        """Stop taking messages, hand back prefetched ones, wait for in-flight work (bounded)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.grace_period
+
+        def remaining() -> float:
+            return max(0.0, deadline - loop.time())
+
+        # The kit's layer guarantees a cancelled receive() loses no message.
+        receiving = [r for r in (slot.stop_taking() for slot in self.slots) if r is not None]
+        if receiving:
+            await asyncio.wait(receiving, timeout=remaining())
+        await self._requeue_pending(remaining())
+
+        pending = {task for task in tasks if not task.done()}
+        if pending:
+            logger.info("waiting up to %.0fs for %d in-flight message(s)", remaining(), self.busy_count())
+        abandon = asyncio.ensure_future(self._abandon.wait())
+        try:
+            while pending and not abandon.done():
+                done, _ = await asyncio.wait(
+                    {*pending, abandon}, timeout=remaining(), return_when=asyncio.FIRST_COMPLETED
+                )
+                if not done:
+                    break  # the deadline passed
+                pending -= done
+        finally:
+            abandon.cancel()
+        if self.busy_count():
+            why = "second signal" if self._abandon.is_set() else f"grace period ({self.grace_period:g}s) over"
+            self.abandoned = [slot.describe_in_flight() for slot in self.slots if slot.busy]
+            logger.error(
+                "%s: abandoning %d in-flight message(s): %s",
+                why,
+                len(self.abandoned),
+                "; ".join(self.abandoned),
+            )
+        else:
+            logger.info(
+                "drained: %d message(s) handled, %d failed; exiting",
+                self.messages_handled,
+                self.messages_failed,
+            )
+
+    async def _requeue_pending(self, timeout: float) -> None:
+        """Await the layer's ``requeue_pending()`` when it has one: messages it fetched
+        from Redis but did not deliver go back for other workers."""
+        requeue = getattr(self.channel_layer, "requeue_pending", None)
+        if not callable(requeue):
+            return
+        try:
+            result = requeue()
+            if inspect.isawaitable(result):
+                await asyncio.wait_for(result, timeout)
+        except Exception:
+            logger.exception("the channel layer's requeue_pending() failed; prefetched messages may be lost")
+
+    def _send_for(self, channel: str) -> Send:
+        scope = {"type": "channel", "channel": channel}
+
+        async def send(message: dict) -> None:
+            await self.application_send(scope, message)
+
+        return send
 
     async def heartbeat(self) -> None:
         """Touch ``heartbeat_path`` every ``heartbeat_interval`` seconds, forever."""

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Entrypoint of the app image. The first argument picks the role:
 #   daphne   the interface server (HTTP + WebSocket) on port 8000
-#   worker   a runworker process for WORKER_CHANNELS
+#   worker   a runworker process; further arguments go to it (--only-channels=...)
 #   migrate  apply database migrations, then exit
 # Anything else is run as given (e.g. `python manage.py shell`).
 set -eu
@@ -11,7 +11,7 @@ print_settings() {
   python - "$@" <<'PY'
 import json, os, sys
 keys = ["SERVER_ROLE", "DJANGO_ALLOWED_HOSTS", "DJANGO_DEBUG", "POSTGRES_HOST", "POSTGRES_DB",
-        "REDIS_URLS", "REDIS_SOCKET_TIMEOUT", "LOG_LEVEL"]
+        "REDIS_URLS", "REDIS_SOCKET_TIMEOUT", "LOG_LEVEL", "WORKER_CONCURRENCY", "WORKER_GRACE_PERIOD_SECONDS"]
 print("channels-kit settings:", json.dumps({k: os.environ.get(k, "") for k in keys} | {"command": sys.argv[1:]}))
 PY
 }
@@ -34,8 +34,7 @@ case "${1:-daphne}" in
   worker)
     shift
     export SERVER_ROLE="${SERVER_ROLE:-worker}"
-    # shellcheck disable=SC2086 # WORKER_CHANNELS is a space-separated list on purpose.
-    set -- python manage.py runworker "$@" ${WORKER_CHANNELS:-thumbnail}
+    set -- python manage.py runworker "$@"
     ;;
   migrate)
     shift

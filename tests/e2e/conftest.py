@@ -65,18 +65,37 @@ def compose(*args: str, check: bool = True, timeout: float = 300) -> subprocess.
     )
 
 
-def wait_for_task(task_id: str, timeout: float = 30.0) -> dict:
-    """Poll GET /tasks/<id> until it leaves ``pending`` (bounded)."""
+FINISHED = ("done", "failed")
+
+
+def wait_for_task(task_id: str, statuses: tuple[str, ...] = FINISHED, timeout: float = 30.0) -> dict:
+    """Poll GET /tasks/<id> until its status is one of ``statuses`` (bounded)."""
     deadline = time.monotonic() + timeout
+    task = {}
     while time.monotonic() < deadline:
         task = http("GET", f"/tasks/{task_id}").json()
-        if task["status"] != "pending":
+        if task["status"] in statuses:
             return task
         time.sleep(0.2)
-    pytest.fail(f"task {task_id} still pending after {timeout} s")
+    pytest.fail(f"task {task_id} not {' or '.join(statuses)} after {timeout} s: {task}")
 
 
-def run_task(payload: dict | None = None) -> dict:
-    created = post_json("/tasks/", payload or {"hello": "world"})
+def post_task(payload: dict | None = None, channel: str | None = None) -> str:
+    """Queue a task (on ``channel``, default the app's: ``thumbnail``); its id."""
+    body = dict(payload or {"hello": "world"})
+    if channel is not None:
+        body["channel"] = channel
+    created = post_json("/tasks/", body)
     assert created.status == 202, created.body
-    return wait_for_task(created.json()["id"])
+    return created.json()["id"]
+
+
+def run_task(payload: dict | None = None, channel: str | None = None) -> dict:
+    """Queue a task and wait until a worker finished it."""
+    return wait_for_task(post_task(payload, channel))
+
+
+def service_hosts(service: str) -> set[str]:
+    """Host names of a service's running containers (Docker's default: the short container id)."""
+    ids = compose("ps", "--quiet", service).stdout.split()
+    return {container_id[:12] for container_id in ids}

@@ -1,9 +1,10 @@
-"""`docker compose scale worker=8` gives 8 running, healthy workers that serve tasks."""
+"""`docker compose scale worker=8` gives 8 running, healthy general workers that serve tasks
+(on the `tasks` channel: the `worker` service serves every channel but `thumbnail`)."""
 
 import json
 import time
 
-from conftest import compose, run_task
+from conftest import compose, run_task, service_hosts
 
 
 def _worker_states() -> list[tuple[str, str]]:
@@ -28,8 +29,9 @@ def test_scale_workers_to_eight_and_back():
         compose("scale", "worker=8")
         states = _wait_for_healthy_workers(8)
         assert len(states) == 8
-        workers = {run_task({"n": n})["worker"] for n in range(8)}
-        assert all(w.startswith("worker/") for w in workers)
+        workers = {run_task({"n": n}, channel="tasks")["worker"] for n in range(8)}
+        hosts = service_hosts("worker")
+        assert all(w.startswith("worker/") and w.removeprefix("worker/") in hosts for w in workers)
     finally:
         compose("scale", "worker=1")
     _wait_for_healthy_workers(1)

@@ -1,6 +1,6 @@
 """The app contract through nginx: health, page, static files, limits, background tasks."""
 
-from conftest import http, post_json, run_task
+from conftest import http, post_json, run_task, service_hosts
 
 
 def test_healthz_names_the_answering_daphne():
@@ -29,11 +29,26 @@ def test_chat_page_and_its_static_files():
     assert "X-Served-By" not in script.headers  # nginx serves it, not Django
 
 
-def test_background_task_runs_on_a_worker():
+def test_background_task_runs_on_a_thumbnail_worker():
     task = run_task({"sleep": 0.1, "name": "thumbnail-1"})
-    assert task["status"] == "done"
+    assert task["status"] == "done" and task["channel"] == "thumbnail"
     assert task["worker"].startswith("worker/")
+    assert task["worker"].removeprefix("worker/") in service_hosts("worker-thumbnail")
     assert task["result"]["echo"] == {"sleep": 0.1, "name": "thumbnail-1"}
+    assert task["started"] is not None
+
+
+def test_tasks_channel_runs_on_a_general_worker():
+    task = run_task({"name": "quick-1"}, channel="tasks")
+    assert task["status"] == "done" and task["channel"] == "tasks"
+    assert task["worker"].removeprefix("worker/") in service_hosts("worker")
+    assert task["result"]["echo"] == {"name": "quick-1"}
+
+
+def test_unknown_task_channel_is_refused():
+    response = post_json("/tasks/", {"channel": "nope"})
+    assert response.status == 400
+    assert "thumbnail" in response.json()["error"]
 
 
 def test_tasks_endpoint_accepts_only_json():

@@ -1,4 +1,4 @@
-"""Consumers: the chat WebSocket and the background ``thumbnail`` channel."""
+"""Consumers: the chat WebSocket and the background task channels (``thumbnail``, ``tasks``)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from chat.models import Message, Task
 
 logger = logging.getLogger(__name__)
 
-TASK_CHANNEL = "thumbnail"
 # Longest simulated job, so a malicious payload cannot hold a worker for long.
 MAX_TASK_SECONDS = 30.0
 
@@ -64,15 +63,19 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
 
 class TaskConsumer(SyncConsumer):
-    """Runs jobs sent to the ``thumbnail`` channel; served only by ``runworker``."""
+    """Runs jobs sent to the task channels (``Task.Channel``); served only by ``runworker``."""
 
     def task_run(self, message: dict) -> None:
-        """Run one job: sleep as long as asked (bounded), then record the result."""
+        """Run one job: mark it running, sleep as long as asked (bounded), record the result."""
         try:
             task = Task.objects.get(pk=message["id"])
         except (Task.DoesNotExist, KeyError, ValueError):
             logger.warning("task message for unknown task: %r", message)
             return
+        task.status = Task.Status.RUNNING
+        task.worker = server_identity()
+        task.started = timezone.now()
+        task.save(update_fields=["status", "worker", "started"])
         try:
             seconds = min(float(task.payload.get("sleep", 0)), MAX_TASK_SECONDS)
             if seconds > 0:
@@ -83,7 +86,6 @@ class TaskConsumer(SyncConsumer):
             logger.exception("task %s failed", task.pk)
             task.result = {"error": f"{type(exc).__name__}: {exc}"}
             task.status = Task.Status.FAILED
-        task.worker = server_identity()
         task.finished = timezone.now()
-        task.save(update_fields=["result", "status", "worker", "finished"])
+        task.save(update_fields=["result", "status", "finished"])
         logger.info("task %s %s on %s", task.pk, task.status, task.worker)

@@ -29,29 +29,40 @@ class Message(models.Model):
 
 
 class Task(models.Model):
-    """A background job queued on the ``thumbnail`` channel and run by a worker."""
+    """A background job queued on a worker channel and run by a worker."""
+
+    class Channel(models.TextChoices):
+        """The background channels a task can go to (the seed's split of worker tiers)."""
+
+        THUMBNAIL = "thumbnail"  # slow jobs: their own workers (`worker-thumbnail`)
+        TASKS = "tasks"  # quick jobs: the general workers (`worker`)
 
     class Status(models.TextChoices):
         PENDING = "pending"
+        RUNNING = "running"
         DONE = "done"
         FAILED = "failed"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    channel = models.CharField(max_length=64, choices=Channel.choices, default=Channel.THUMBNAIL)
     payload = models.JSONField(default=dict)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     result = models.JSONField(null=True, blank=True)
     worker = models.CharField(max_length=128, blank=True)
     created = models.DateTimeField(auto_now_add=True)
+    started = models.DateTimeField(null=True, blank=True)
     finished = models.DateTimeField(null=True, blank=True)
 
     def as_json(self) -> dict:
         """The task as ``GET /tasks/<id>`` shows it."""
         return {
             "id": str(self.id),
+            "channel": self.channel,
             "status": self.status,
             "payload": self.payload,
             "result": self.result,
             "worker": self.worker,
             "created": self.created.isoformat(),
+            "started": self.started.isoformat() if self.started else None,
             "finished": self.finished.isoformat() if self.finished else None,
         }

@@ -14,7 +14,6 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from channels_kit.identity import server_identity
-from chat.consumers import TASK_CHANNEL
 from chat.models import ROOM_PATTERN, Message, Task
 
 DEFAULT_ROOM = "lobby"
@@ -50,7 +49,7 @@ def history(request: HttpRequest, room: str) -> JsonResponse:
 @csrf_exempt  # JSON only: browsers cannot send application/json cross-site without CORS.
 @require_POST
 def create_task(request: HttpRequest) -> JsonResponse:
-    """Queue a job on the ``thumbnail`` channel; answer 202 with its id."""
+    """Queue a job on the body's ``channel`` (default ``thumbnail``); answer 202 with its id."""
     if request.content_type != "application/json":
         return JsonResponse({"error": "send Content-Type: application/json"}, status=415)
     try:
@@ -59,14 +58,18 @@ def create_task(request: HttpRequest) -> JsonResponse:
         return JsonResponse({"error": "body is not valid JSON"}, status=400)
     if not isinstance(payload, dict):
         return JsonResponse({"error": "body must be a JSON object"}, status=400)
-    task = Task.objects.create(payload=payload)
-    async_to_sync(get_channel_layer().send)(TASK_CHANNEL, {"type": "task.run", "id": str(task.pk)})
+    channel = payload.pop("channel", Task.Channel.THUMBNAIL)
+    if channel not in Task.Channel.values:
+        choices = ", ".join(Task.Channel.values)
+        return JsonResponse({"error": f'"channel" must be one of: {choices}'}, status=400)
+    task = Task.objects.create(channel=channel, payload=payload)
+    async_to_sync(get_channel_layer().send)(channel, {"type": "task.run", "id": str(task.pk)})
     body = task.as_json() | {"url": f"/tasks/{task.pk}"}
     return JsonResponse(body, status=202)
 
 
 @require_GET
 def task_detail(request: HttpRequest, task_id: str) -> JsonResponse:
-    """A task's state: ``pending`` until a worker ran it, then ``done`` or ``failed``."""
+    """A task's state: ``pending``, ``running`` once a worker took it, then ``done`` or ``failed``."""
     task = get_object_or_404(Task, pk=task_id)
     return JsonResponse(task.as_json())

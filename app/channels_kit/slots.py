@@ -1,0 +1,228 @@
+"""One listener and one application instance of a worker: bounded prefetch, busy tracking.
+
+Channels' ``Worker`` keeps calling ``layer.receive()`` and queues every message on
+the application instance, so one worker drains a whole channel into its memory:
+other workers starve, and a crash loses all of it. A ``ConsumerSlot`` takes the
+next message only once its instance is idle, so each slot holds at most one
+message outside the layer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from asgiref.compatibility import guarantee_single_callable
+from asgiref.sync import ThreadSensitiveContext
+
+logger = logging.getLogger("channels_kit.worker")
+# Consumer tracebacks; runworker sends this logger to stderr (the seed's promise).
+errors_logger = logging.getLogger("channels_kit.worker.errors")
+
+# Pause before replacing an instance that died without taking a message (e.g. its
+# constructor raises), so a broken consumer cannot spin the loop.
+RESPAWN_BACKOFF_SECONDS = 1.0
+
+Send = Callable[[dict], Awaitable[None]]
+
+
+@dataclass
+class ChannelStats:
+    """Message counters of one channel in one worker process."""
+
+    received: int = 0  # taken from the layer
+    handled: int = 0  # finished: the consumer asked for the next message
+    failed: int = 0  # the consumer raised, or the message had no type
+
+
+class _Instance:
+    """A running application instance and the state the slot needs about it."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[dict] = asyncio.Queue()
+        # Set while the instance waits in receive() with nothing handed over.
+        self.idle = asyncio.Event()
+        # True from the moment the instance took a message until it asks for the next.
+        self.holding = False
+        self.took_any = False
+        self.future: asyncio.Future[None] | None = None
+
+
+class ConsumerSlot:
+    """Feeds one application instance from one channel, one message at a time.
+
+    The instance is busy from the moment the slot hands it a message until it calls
+    ``receive`` again. An instance that raises is logged (with its traceback) on
+    ``channels_kit.worker.errors``, counted, and replaced for the next message.
+    """
+
+    def __init__(
+        self,
+        *,
+        channel: str,
+        index: int,
+        application: Any,
+        channel_layer: Any,
+        stats: ChannelStats,
+        send: Send,
+    ) -> None:
+        self.channel = channel
+        self.scope_id = f"{channel}#{index}"
+        self.application = application
+        self.channel_layer = channel_layer
+        self.stats = stats
+        self.send = send
+        self.in_flight: dict | None = None
+        self.in_flight_since = 0.0
+        self.instances_started = 0
+        self._instance: _Instance | None = None
+        self._receiving: asyncio.Future[dict] | None = None
+        self._stopping = False
+
+    @property
+    def busy(self) -> bool:
+        """True while a message taken from the layer is not finished."""
+        return self.in_flight is not None
+
+    def describe_in_flight(self) -> str:
+        """``thumbnail#0: task.run for 3.2s``, for logs about abandoned work."""
+        if self.in_flight is None:
+            return f"{self.scope_id}: idle"
+        age = time.monotonic() - self.in_flight_since
+        return f"{self.scope_id}: {self.in_flight.get('type')} for {age:.1f}s"
+
+    async def run(self) -> None:
+        """Serve until ``stop_taking()``; returns once nothing is in flight any more."""
+        while not self._stopping:
+            await self._until_idle()
+            if self._stopping:
+                break
+            self._receiving = asyncio.ensure_future(self.channel_layer.receive(self.channel))
+            try:
+                message = await self._receiving
+            except asyncio.CancelledError:
+                # Our own stop_taking() cancelled the receive: leave quietly. A
+                # cancellation of this task itself must propagate.
+                if self._stopping and not asyncio.current_task().cancelling():
+                    break
+                raise
+            finally:
+                self._receiving = None
+            # Delivered even when stopping: the layer already gave it to us.
+            self._deliver(message)
+        await self._until_idle()
+
+    def stop_taking(self) -> asyncio.Future[dict] | None:
+        """Take no new message; cancel a pending ``layer.receive()`` and return it to await."""
+        self._stopping = True
+        receiving = self._receiving
+        if receiving is not None:
+            receiving.cancel()
+        return receiving
+
+    async def close(self, timeout: float) -> None:
+        """Stop the application instance, waiting at most ``timeout`` seconds."""
+        instance, self._instance = self._instance, None
+        if instance is not None and instance.future is not None and not instance.future.done():
+            instance.future.cancel()
+            await asyncio.wait({instance.future}, timeout=timeout)
+
+    # --- the instance -------------------------------------------------------------
+
+    async def _until_idle(self) -> None:
+        """Wait until the instance can take a message, replacing it when it died.
+
+        While stopping, nothing new is started: this returns once no message is in flight.
+        """
+        while True:
+            instance = self._instance
+            if instance is None or instance.future is None or instance.future.done():
+                carry_over = None
+                if instance is not None:
+                    self._reap(instance)
+                    carry_over = instance if not instance.queue.empty() else None
+                    if not instance.took_any and carry_over is None and not self._stopping:
+                        await asyncio.sleep(RESPAWN_BACKOFF_SECONDS)
+                if self._stopping and carry_over is None:
+                    return
+                instance = self._spawn(carry_over)
+            if instance.idle.is_set() or (self._stopping and not self.busy):
+                return
+            idle = asyncio.ensure_future(instance.idle.wait())
+            try:
+                await asyncio.wait({idle, instance.future}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                idle.cancel()
+
+    def _spawn(self, carry_over: _Instance | None) -> _Instance:
+        instance = _Instance()
+        if carry_over is not None and not carry_over.queue.empty():
+            # Handed to an instance that died before taking it: the new one takes it.
+            instance.queue.put_nowait(carry_over.queue.get_nowait())
+        instance.future = asyncio.ensure_future(self._run_instance(instance))
+        self._instance = instance
+        self.instances_started += 1
+        return instance
+
+    async def _run_instance(self, instance: _Instance) -> None:
+        async def receive() -> dict:
+            if instance.holding:
+                instance.holding = False
+                self._finish(ok=True)
+            if instance.queue.empty():
+                instance.idle.set()
+            message = await instance.queue.get()
+            instance.idle.clear()
+            instance.holding = instance.took_any = True
+            return message
+
+        app = guarantee_single_callable(self.application)
+        # A thread per instance for sync code: by default asgiref runs every
+        # thread-sensitive call (SyncConsumer handlers) on one thread per process,
+        # so a slow job on one channel would block every other channel.
+        async with ThreadSensitiveContext():
+            await app(scope={"type": "channel", "channel": self.channel}, receive=receive, send=self.send)
+
+    def _reap(self, instance: _Instance) -> None:
+        """Account for an instance that ended: log its exception, count its message."""
+        self._instance = None
+        assert instance.future is not None
+        error = None if instance.future.cancelled() else instance.future.exception()
+        held = self.in_flight if instance.holding else None
+        what = f"a {held.get('type')} message" if held else "no message"
+        if instance.holding:
+            self._finish(ok=error is None)
+        if error is not None:
+            errors_logger.error(
+                "consumer on channel %s (%s) raised while handling %s; a new instance takes the next",
+                self.channel,
+                self.scope_id,
+                what,
+                exc_info=error,
+            )
+
+    def _deliver(self, message: Any) -> None:
+        self.stats.received += 1
+        if not isinstance(message, dict) or not message.get("type"):
+            # Upstream raises here and kills the worker; the message is gone either way.
+            self.stats.failed += 1
+            errors_logger.error("dropping message without a type on %s: %r", self.channel, message)
+            return
+        instance = self._instance
+        assert instance is not None
+        self.in_flight, self.in_flight_since = message, time.monotonic()
+        instance.idle.clear()
+        instance.queue.put_nowait(message)
+
+    def _finish(self, ok: bool) -> None:
+        if self.in_flight is None:
+            return
+        if ok:
+            self.stats.handled += 1
+        else:
+            self.stats.failed += 1
+        self.in_flight = None

@@ -1,0 +1,147 @@
+"""``manage.py runworker`` as a real process against a real Redis (the test project in
+``tests/workerproject``): SIGTERM drain, the grace-period deadline, tracebacks on stderr."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from channels_kit.layers import RedisChannelLayer
+
+APP_DIR = Path(__file__).resolve().parents[1]
+# Start-up (Django, imports, Redis) plus the wait for the first marker, generously.
+START_TIMEOUT = 30.0
+
+
+@dataclass
+class WorkerProject:
+    """The test project, with its own channel prefix and marker directory."""
+
+    redis_url: str
+    prefix: str
+    tmp: Path
+    processes: list[subprocess.Popen] = field(default_factory=list)
+
+    @property
+    def marks(self) -> Path:
+        return self.tmp / "marks"
+
+    def layer(self) -> RedisChannelLayer:
+        return RedisChannelLayer(hosts=[{"address": self.redis_url}], prefix=self.prefix)
+
+    def start(self, *args: str) -> subprocess.Popen:
+        """``python -m django runworker ARGS``, logs to files in ``tmp``."""
+        env = os.environ | {
+            "DJANGO_SETTINGS_MODULE": "tests.workerproject.settings",
+            "WORKER_TEST_PREFIX": self.prefix,
+            "WORKER_TEST_DIR": str(self.marks),
+            "WORKER_HEARTBEAT_FILE": str(self.tmp / "heartbeat"),
+        }
+        with open(self.tmp / "stdout", "wb") as out, open(self.tmp / "stderr", "wb") as err:
+            command = [sys.executable, "-m", "django", "runworker", *args]
+            process = subprocess.Popen(command, cwd=APP_DIR, env=env, stdout=out, stderr=err)
+        self.processes.append(process)
+        return process
+
+    def stdout(self) -> str:
+        return (self.tmp / "stdout").read_text()
+
+    def stderr(self) -> str:
+        return (self.tmp / "stderr").read_text()
+
+    def logs(self) -> str:
+        return f"--- stdout\n{self.stdout()}\n--- stderr\n{self.stderr()}"
+
+    def send(self, channel: str, *messages: dict) -> None:
+        async def send_all():
+            layer = self.layer()
+            for message in messages:
+                await layer.send(channel, message)
+
+        asyncio.run(send_all())
+
+    def receive(self, channel: str, timeout: float = 5.0) -> dict:
+        return asyncio.run(asyncio.wait_for(self.layer().receive(channel), timeout))
+
+    def wait_for_mark(self, name: str, timeout: float = START_TIMEOUT) -> Path:
+        path = self.marks / name
+        deadline = time.monotonic() + timeout
+        while not path.exists():
+            if time.monotonic() > deadline:
+                pytest.fail(f"no {name} after {timeout} s\n{self.logs()}")
+            time.sleep(0.05)
+        return path
+
+
+@pytest.fixture
+def project(tmp_path, redis_url):
+    project = WorkerProject(redis_url, f"test-runworker-{uuid.uuid4().hex[:8]}:", tmp_path)
+    project.marks.mkdir()
+    yield project
+    for process in project.processes:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    asyncio.run(project.layer().flush())
+
+
+def test_sigterm_lets_the_running_job_finish_and_leaves_the_queue_in_redis(project):
+    worker = project.start("--exclude-channels=jobs.*", "--grace-period=20")
+    project.send(
+        "jobs", {"type": "job.run", "id": "a", "sleep": 5}, {"type": "job.run", "id": "b", "sleep": 0}
+    )
+    project.wait_for_mark("started-a")
+    signalled = time.time()
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0, project.logs()
+
+    # The job ran to its end after the signal: drained, not killed.
+    assert (project.marks / "done-a").stat().st_mtime >= signalled
+    # The message queued behind it was never taken: it waits in Redis for the next worker.
+    assert not (project.marks / "started-b").exists()
+    assert project.receive("jobs")["id"] == "b"
+    out = project.stdout()
+    routed = "routed ['jobs', 'jobs.slow'], only [], exclude ['jobs.*']"
+    assert f"runworker: serving jobs (named [], {routed})" in out
+    assert "SIGTERM: taking no new messages; 1 in flight" in out
+    assert "drained: 1 message(s) handled, 0 failed" in out
+
+
+def test_consumer_traceback_goes_to_stderr_and_the_next_message_is_served(project):
+    worker = project.start("--only-channels=jobs")
+    project.send("jobs", {"type": "job.fail", "id": "f"}, {"type": "job.run", "id": "g"})
+    project.wait_for_mark("done-g")
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0, project.logs()
+
+    assert (project.marks / "failed-f").exists()
+    err = project.stderr()
+    assert "ERROR channels_kit.worker.errors consumer on channel jobs (jobs#0) raised" in err
+    assert "Traceback (most recent call last)" in err
+    assert "RuntimeError: job f failed on purpose" in err
+    assert "Traceback" not in project.stdout()
+    assert "drained: 1 message(s) handled, 1 failed" in project.stdout()
+
+
+def test_past_the_grace_period_the_job_is_abandoned_and_the_exit_is_immediate(project):
+    worker = project.start("--only-channels=jobs", "--grace-period=1")
+    project.send("jobs", {"type": "job.run", "id": "a", "sleep": 30})
+    project.wait_for_mark("started-a")
+    signalled = time.monotonic()
+    worker.send_signal(signal.SIGTERM)
+    status = worker.wait(timeout=20)
+    # Not waiting for the 30 s job's thread: out well before it would end.
+    assert time.monotonic() - signalled < 10
+    assert status != 0, project.logs()
+    assert not (project.marks / "done-a").exists()
+    abandoned = "grace period (1s) over: abandoning 1 in-flight message(s): jobs#0: job.run for"
+    assert abandoned in project.stdout()

@@ -1,0 +1,1 @@
+"""A small Django project whose ``runworker`` the tests run as a real subprocess."""
