@@ -34,6 +34,8 @@
     socket = new WebSocket(url);
     socket.onopen = function () {
       attempt = 0;
+      // How many times this page has (re)connected: visible to tests and curious users.
+      document.body.dataset.connections = String(Number(document.body.dataset.connections || 0) + 1);
       setState("connected");
     };
     socket.onmessage = function (event) {

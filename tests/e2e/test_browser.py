@@ -1,0 +1,75 @@
+"""The chat page in a real browser (Chromium, driven by Playwright): chat across
+windows, and reconnection after the Daphne replica holding the socket restarts."""
+
+import os
+import subprocess
+import uuid
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from conftest import BASE_URL
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PAGE_URL = BASE_URL.replace("127.0.0.1", "localhost")  # the Origin must be an allowed host
+
+
+@pytest.fixture(scope="module")
+def browser():
+    executable = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def open_room(browser, room: str):
+    page = browser.new_page()
+    page.goto(f"{PAGE_URL}/?room={room}")
+    expect(page.locator("#state")).to_have_text("connected", timeout=15_000)
+    return page
+
+
+def say(page, text: str) -> None:
+    page.fill("#message", text)
+    page.press("#message", "Enter")
+
+
+def test_two_windows_chat_and_history_survives_a_reload(browser):
+    room = f"browser-{uuid.uuid4().hex[:8]}"
+    alice, bob = open_room(browser, room), open_room(browser, room)
+    assert alice.inner_text("#socket-server").startswith("daphne/")
+    say(alice, "hello from alice")
+    expect(bob.locator("#log")).to_contain_text("hello from alice", timeout=10_000)
+    say(bob, "hi alice")
+    expect(alice.locator("#log")).to_contain_text("hi alice", timeout=10_000)
+    bob.reload()
+    expect(bob.locator("#log")).to_contain_text("hello from alice")  # history, server-rendered
+    for page in (alice, bob):
+        page.close()
+
+
+def test_page_reconnects_after_its_daphne_restarts(browser):
+    room = f"browser-{uuid.uuid4().hex[:8]}"
+    page = open_room(browser, room)
+    hostname = page.inner_text("#socket-server").split("/", 1)[1]
+    # A container's hostname is its short id: restart exactly the replica holding the socket.
+    expect(page.locator("body")).to_have_attribute("data-connections", "1")
+    restart = ["docker", "restart", "--time", "5", hostname]
+    subprocess.run(restart, check=True, capture_output=True, timeout=60)
+    # The page noticed the drop and opened a new socket by itself (with backoff).
+    expect(page.locator("body")).to_have_attribute("data-connections", "2", timeout=60_000)
+    expect(page.locator("#state")).to_have_text("connected")
+    other = open_room(browser, room)
+    say(page, "back after the restart")
+    expect(other.locator("#log")).to_contain_text("back after the restart", timeout=10_000)
+    for p in (page, other):
+        p.close()

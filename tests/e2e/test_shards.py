@@ -1,0 +1,56 @@
+"""REDIS_SHARDS: how many Redis servers carry the channel layer, and that all of them do."""
+
+import os
+import re
+import shutil
+import subprocess
+
+from conftest import REPO, compose, run_task
+
+
+def _calls(service: str, command: str) -> int:
+    stats = compose("exec", "-T", service, "redis-cli", "info", "commandstats").stdout
+    match = re.search(rf"^cmdstat_{command}:calls=(\d+)", stats, re.MULTILINE)
+    return int(match.group(1)) if match else 0
+
+
+def test_every_shard_of_the_running_stack_carries_traffic():
+    urls = compose("exec", "-T", "daphne", "printenv", "REDIS_URLS").stdout.strip().split(",")
+    shards = [url.split("//")[1].split(":")[0] for url in urls]
+    assert len(shards) >= 2, urls
+    before = {shard: _calls(shard, "eval") for shard in shards}
+    for n in range(4 * len(shards)):
+        assert run_task({"channel": "tasks", "n": n})["status"] == "done"
+    for shard in shards:
+        # Sends are atomic scripts (EVAL), spread round-robin over every shard.
+        assert _calls(shard, "eval") > before[shard], f"{shard} received no sends"
+        # Workers wait on every shard at once, so each one sees blocking reads.
+        assert _calls(shard, "bzpopmin") > 0, f"nobody reads {shard}"
+
+
+def test_redis_shards_four_configures_four_servers(tmp_path):
+    env_file = tmp_path / ".env"
+    shutil.copy(REPO / ".env", env_file)
+    env = os.environ | {"ENV_FILE": str(env_file), "REDIS_SHARDS": "4"}
+    subprocess.run([str(REPO / "scripts/init-env")], env=env, check=True, capture_output=True)
+    config = subprocess.run(
+        ["docker", "compose", "--env-file", str(env_file), "config", "--services"],
+        cwd=REPO, env={k: v for k, v in env.items() if k != "REDIS_SHARDS"},
+        check=True, capture_output=True, text=True,
+    ).stdout.split()
+    assert {"redis-1", "redis-2", "redis-3", "redis-4"} <= set(config)
+    text = env_file.read_text()
+    assert "REDIS_URLS=" + ",".join(f"redis://redis-{n}:6379/0" for n in range(1, 5)) in text
+    assert "COMPOSE_PROFILES=redis-3,redis-4" in text
+
+
+def test_redis_shards_out_of_range_is_refused(tmp_path):
+    env_file = tmp_path / ".env"
+    shutil.copy(REPO / ".env", env_file)
+    result = subprocess.run(
+        [str(REPO / "scripts/init-env")],
+        env=os.environ | {"ENV_FILE": str(env_file), "REDIS_SHARDS": "9"},
+        capture_output=True, text=True,
+    )
+    assert result.returncode != 0
+    assert "REDIS_SHARDS must be 1, 2, 3 or 4" in result.stderr
