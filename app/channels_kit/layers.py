@@ -344,6 +344,10 @@ class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
         return channel, message
 
     def _reader(self, kind: type[_ShardReader], name: str) -> Any:
+        # Sync code (async_to_sync under WSGI) may run each call in a new event loop:
+        # forget the readers of loops that are gone.
+        for gone in [k for k in self._readers if k[0].is_closed()]:
+            del self._readers[gone]
         key = (asyncio.get_running_loop(), name)
         reader = self._readers.get(key)
         if reader is None or reader.closing:

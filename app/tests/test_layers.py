@@ -73,3 +73,20 @@ async def _group_round_trip(layer) -> None:
     assert (await asyncio.wait_for(layer.receive(first), 5))["text"] == "hi"
     assert (await asyncio.wait_for(layer.receive(second), 5))["text"] == "hi"
     await layer.flush()
+
+
+def test_readers_of_closed_event_loops_are_forgotten(redis_url):
+    """async_to_sync under WSGI runs each call in a new loop: readers must not pile up."""
+    layer = RedisChannelLayer(hosts=[{"address": redis_url, "socket_timeout": 2}], prefix="unit-loops")
+
+    async def round_trip():
+        channel = await layer.new_channel()
+        await layer.send(channel, {"type": "ping"})
+        await asyncio.wait_for(layer.receive(channel), 5)
+        await layer.send("unit-loops.general", {"type": "ping"})
+        await asyncio.wait_for(layer.receive("unit-loops.general"), 5)
+        return len(layer._readers)
+
+    for _ in range(5):
+        assert asyncio.run(round_trip()) == 2  # this loop's two readers, none of earlier loops
+    asyncio.run(layer.flush())

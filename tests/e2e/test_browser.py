@@ -3,6 +3,7 @@ windows, and reconnection after the Daphne replica holding the socket restarts."
 
 import os
 import subprocess
+import time
 import uuid
 
 import pytest
@@ -73,3 +74,15 @@ def test_page_reconnects_after_its_daphne_restarts(browser):
     expect(other.locator("#log")).to_contain_text("back after the restart", timeout=10_000)
     for p in (page, other):
         p.close()
+    _wait_healthy(hostname)
+
+
+def _wait_healthy(container: str, timeout: float = 60) -> None:
+    """Leave the stack as found: the restarted replica healthy again."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        inspect = ["docker", "inspect", "--format", "{{.State.Health.Status}}", container]
+        if subprocess.run(inspect, capture_output=True, text=True).stdout.strip() == "healthy":
+            return
+        time.sleep(1)
+    pytest.fail(f"{container} not healthy {timeout} s after its restart")
