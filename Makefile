@@ -6,10 +6,11 @@ SHELL := /bin/bash
 N ?= 8
 SERVICE ?= worker
 
-.PHONY: help up down clean ps logs scale build base-images lint test
+.PHONY: help up down clean ps logs status scale build base-images lint test bench-layer bench-routing \
+	loadtest loadtest-ui loadtest-down scaling bench
 
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 up: ## Build and start the stack (installs Docker if needed), wait until healthy, print the URL
 	@scripts/up
@@ -26,6 +27,9 @@ ps: ## Show the stack's containers and their health
 logs: ## Follow the logs of every service
 	@docker compose logs --follow --tail=100
 
+status: ## Queue depth, oldest message age and busy workers of the running stack, e.g. STATUS_ARGS=--json
+	@docker compose exec -T worker python manage.py channels_status $(STATUS_ARGS)
+
 scale: ## Run N replicas of SERVICE (default: worker), e.g. `make scale N=8`
 	@docker compose up --detach --no-recreate --wait --scale $(SERVICE)=$(N) $(SERVICE)
 
@@ -40,3 +44,24 @@ lint: ## ruff over the Python code
 
 test: ## Run the whole test suite: lint, unit tests in the image, end-to-end against the real stack
 	@scripts/test
+
+bench-layer: ## Benchmark the kit's channel layer against stock channels_redis (~2 min), e.g. BENCH_ARGS=--no-saturation
+	@scripts/bench-layer $(BENCH_ARGS)
+
+bench-routing: ## Benchmark uWSGI vs Daphne pages behind nginx, and nginx vs direct Daphne (~2.5 min, printed)
+	@scripts/bench-routing
+
+loadtest: ## Headless Locust run against the running stack, e.g. `make loadtest USERS=500 DURATION=2m SCENARIO=chat`
+	@scripts/loadtest $(LOCUST_ARGS)
+
+loadtest-ui: ## Locust's web UI (master + LOCUST_WORKERS=2 workers) on 127.0.0.1:8089 (LOCUST_PORT)
+	@scripts/loadtest-ui
+
+loadtest-down: ## Stop Locust's web UI and its workers
+	@scripts/loadtest-ui --down
+
+scaling: ## Scaling report: tasks/s vs workers 1-8, pages vs Daphne 1-2, fan-out vs shards 1-4 (~8 min)
+	@scripts/scaling
+
+bench: ## The kit's promised ratios side by side: nginx->Daphne/direct, kit/stock layer, tasks 8/1 workers (~8 min)
+	@scripts/bench

@@ -15,6 +15,9 @@ seed's "Scaling Up" promise:
   other shards expire unread.
 - **Capacity over all shards.** A general channel is full when it holds its
   capacity in total, not per shard; each send is one atomic script.
+- **Redis restarts.** A pooled connection that Redis closed (restart, failover,
+  ``CLIENT KILL``) is replaced and the command retried, instead of failing the
+  request that happened to draw it.
 - **Idle survival.** redis-py 8 gives every connection a 5 s socket timeout by
   default, while channels_redis blocks in ``BZPOPMIN`` for 5 s on an idle
   channel, so an idle ``receive()`` dies with ``TimeoutError``
@@ -32,8 +35,12 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import channels_redis.core
+import redis.exceptions
 from channels.exceptions import ChannelFull
+from channels_redis.utils import create_pool
 from redis.asyncio import connection as redis_connection
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 from channels_kit.hashring import HashRing
 
@@ -47,6 +54,8 @@ REDIS_DEFAULT_SOCKET_TIMEOUT: float | None = getattr(
 # rest for the round trip on a busy network or a slow Redis.
 BLOCKING_SHARE = 0.5
 MIN_BLOCKING_TIMEOUT = 0.1
+# Attempts to reconnect and re-run a command after Redis closed its connection.
+RECONNECT_RETRIES = 3
 
 
 def host_socket_timeout(host: Mapping[str, Any]) -> float | None:
@@ -281,6 +290,13 @@ class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
         self.brpop_timeout = blocking_timeout_for(self.hosts, preferred=self.brpop_timeout)
         self.ring = HashRing([shard_name(host) for host in self.hosts])
         self._readers: dict[tuple[asyncio.AbstractEventLoop, str], _ShardReader] = {}
+
+    def create_pool(self, index: int) -> Any:
+        """channels_redis's pool, retrying a command on a fresh connection when Redis closed the old one."""
+        host = dict(self.hosts[index])
+        host.setdefault("retry", Retry(ExponentialBackoff(cap=1.0, base=0.05), RECONNECT_RETRIES))
+        host.setdefault("retry_on_error", [redis.exceptions.ConnectionError])
+        return create_pool(host)
 
     # --- placement ---------------------------------------------------------------
 

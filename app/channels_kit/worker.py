@@ -22,6 +22,7 @@ from typing import Any
 from channels.worker import Worker
 
 from channels_kit.slots import ChannelStats, ConsumerSlot, Send
+from channels_kit.worker_state import WorkerStatePublisher, supports_worker_state
 
 logger = logging.getLogger("channels_kit.worker")
 
@@ -29,6 +30,8 @@ logger = logging.getLogger("channels_kit.worker")
 EXIT_ABANDONED = 1
 # How long idle application instances get to stop once the drain is over.
 CLOSE_TIMEOUT_SECONDS = 5.0
+# How long the cancelled heartbeat gets to finish a state publish before the withdrawal.
+BEAT_STOP_TIMEOUT_SECONDS = 1.0
 
 
 class KitWorker(Worker):
@@ -39,6 +42,8 @@ class KitWorker(Worker):
     ``concurrency`` messages per channel are out of the layer in this process.
     A worker opens no port, so its healthcheck reads the heartbeat file's age: a
     fresh file proves the loop is turning (``python -m channels_kit.probe heartbeat``).
+    On a Redis layer the heartbeat also publishes the worker's state (channels, busy,
+    counters) for ``channels_status`` and the metrics (``channels_kit.worker_state``).
     """
 
     def __init__(
@@ -51,6 +56,7 @@ class KitWorker(Worker):
         grace_period: float = 25.0,
         heartbeat_path: Path | None = None,
         heartbeat_interval: float = 5.0,
+        publish_state: bool = True,
     ) -> None:
         super().__init__(application=application, channels=list(channels), channel_layer=channel_layer)
         if concurrency < 1:
@@ -78,6 +84,13 @@ class KitWorker(Worker):
         self.abandoned: list[str] = []
         self._stop = asyncio.Event()
         self._abandon = asyncio.Event()
+        self.state_publisher = (
+            WorkerStatePublisher(channel_layer, self, heartbeat_interval=heartbeat_interval)
+            if publish_state and supports_worker_state(channel_layer)
+            else None
+        )
+        # The event loop serving, while handle() runs: the metrics thread runs coroutines on it.
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     # --- state for healthchecks and metrics ----------------------------------------
 
@@ -139,7 +152,9 @@ class KitWorker(Worker):
 
     async def handle(self) -> None:
         """Run every slot until a stop is requested or a listener fails, then drain."""
-        beat = asyncio.ensure_future(self.heartbeat()) if self.heartbeat_path else None
+        self.loop = asyncio.get_running_loop()
+        beating = self.heartbeat_path or self.state_publisher
+        beat = asyncio.ensure_future(self.heartbeat()) if beating else None
         logger.info(
             "worker serving channels %s (concurrency %d per channel, grace period %gs)",
             ", ".join(self.channels),
@@ -169,6 +184,12 @@ class KitWorker(Worker):
             await asyncio.gather(*(slot.close(timeout) for slot in self.slots))
             if beat:
                 beat.cancel()
+                # Let a publish still in flight finish first, so it cannot land after the
+                # withdrawal; bounded, because a cancelled task is not bound to end.
+                await asyncio.wait({beat}, timeout=BEAT_STOP_TIMEOUT_SECONDS)
+            if self.state_publisher:
+                await self.state_publisher.withdraw()
+            self.loop = None
         if failure is not None:
             raise failure
 
@@ -238,9 +259,13 @@ class KitWorker(Worker):
         return send
 
     async def heartbeat(self) -> None:
-        """Touch ``heartbeat_path`` every ``heartbeat_interval`` seconds, forever."""
-        assert self.heartbeat_path is not None
-        self.heartbeat_path.parent.mkdir(parents=True, exist_ok=True)
+        """Every ``heartbeat_interval`` seconds, forever: touch ``heartbeat_path``, publish the state."""
+        if self.heartbeat_path:
+            self.heartbeat_path.parent.mkdir(parents=True, exist_ok=True)
         while True:
-            self.heartbeat_path.touch()
+            if self.heartbeat_path:
+                self.heartbeat_path.touch()
+            if self.state_publisher:
+                # Bounded, so a slow Redis cannot stall the heartbeat file (the healthcheck).
+                await self.state_publisher.publish_safely(timeout=self.heartbeat_interval)
             await asyncio.sleep(self.heartbeat_interval)

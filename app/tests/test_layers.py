@@ -1,9 +1,11 @@
 """The redis-py 8 idle trap, against a real Redis: stock channels_redis dies, the kit's layer lives."""
 
 import asyncio
+import uuid
 
 import channels_redis.core
 import pytest
+import redis.asyncio
 import redis.exceptions
 
 from channels_kit.layers import (
@@ -90,3 +92,26 @@ def test_readers_of_closed_event_loops_are_forgotten(redis_url):
     for _ in range(5):
         assert asyncio.run(round_trip()) == 2  # this loop's two readers, none of earlier loops
     asyncio.run(layer.flush())
+
+
+def test_layer_recovers_when_redis_closes_its_connections(redis_url):
+    """A Redis restart closes every pooled connection: the next send and receive still work."""
+    name = f"unit-restart-{uuid.uuid4().hex[:8]}"
+    host = {"address": redis_url, "socket_timeout": 2, "client_name": name}
+    layer = RedisChannelLayer(hosts=[host], prefix=name)
+
+    async def scenario():
+        await layer.send(f"{name}.jobs", {"type": "before"})
+        assert (await asyncio.wait_for(layer.receive(f"{name}.jobs"), 5))["type"] == "before"
+        # Close only this layer's connections: other tests share the server.
+        admin = redis.asyncio.Redis.from_url(redis_url)
+        ours = [c["id"] for c in await admin.client_list() if c.get("name") == name]
+        assert ours
+        for client_id in ours:
+            await admin.client_kill_filter(_id=client_id)
+        await admin.aclose()
+        await layer.send(f"{name}.jobs", {"type": "after"})
+        assert (await asyncio.wait_for(layer.receive(f"{name}.jobs"), 5))["type"] == "after"
+        await layer.flush()
+
+    asyncio.run(scenario())

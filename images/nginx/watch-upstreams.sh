@@ -1,48 +1,89 @@
 #!/bin/bash
-# Keeps nginx's list of Daphne replicas equal to what Docker's DNS says, so that
-# `docker compose scale daphne=N` and replaced replicas are picked up. A change
-# triggers `nginx -s reload`, which lets old workers finish open connections.
-#   kit-watch-upstreams --once   write the list once (waits up to 60 s for DNS)
+# Keeps nginx's upstream lists equal to what Docker's DNS says, so that
+# `docker compose scale daphne=N` (or uwsgi=N) and replaced replicas are picked up.
+# The upstreams are those the routing mode uses, listed in /run/nginx/upstreams by
+# kit-nginx-render: `daphne` always, `uwsgi` when the mode has a WSGI tier. Each
+# NAME resolves as ${NAME}_HOST (default: the name) on ${NAME}_PORT (daphne 8000,
+# uwsgi 3031). A change triggers one `nginx -s reload`, which lets old workers
+# finish open connections.
+#   kit-watch-upstreams --once   write every list once (see below), then exit
 #   kit-watch-upstreams          watch forever, every UPSTREAM_REFRESH_SECONDS
+# --once waits up to 60 s for daphne and fails without it. The uwsgi tier is
+# optional: after UWSGI_WAIT_SECONDS (default 20) without it, its list holds a
+# placeholder (nginx answers 502 for its routes) until a replica appears.
 set -Eeuo pipefail
 
-host="${DAPHNE_HOST:-daphne}"
-port="${DAPHNE_PORT:-8000}"
-out=/run/nginx/upstream-daphne.conf
+names_file=/run/nginx/upstreams
 interval="${UPSTREAM_REFRESH_SECONDS:-5}"
 
+host_of() {
+  local var="${1^^}_HOST"
+  echo "${!var:-$1}"
+}
+
+port_of() {
+  local var="${1^^}_PORT" default=8000
+  [[ "$1" != uwsgi ]] || default=3031
+  echo "${!var:-$default}"
+}
+
+file_of() {
+  echo "/run/nginx/upstream-$1.conf"
+}
+
 resolve() {
-  getent ahostsv4 "$host" 2>/dev/null | awk '{print $1}' | sort -u
+  # Nothing (getent fails) while no replica runs: an empty list, not an error under pipefail.
+  { getent ahostsv4 "$(host_of "$1")" 2>/dev/null || true; } | awk '{print $1}' | sort -u
 }
 
 render() {
-  local addresses=$1
-  printf '%s\n' "$addresses" | awk -v port="$port" 'NF {printf "server %s:%s max_fails=2 fail_timeout=5s;\n", $1, port}'
+  local name=$1 addresses=$2
+  printf '%s\n' "$addresses" | awk -v port="$(port_of "$name")" \
+    'NF {printf "server %s:%s max_fails=2 fail_timeout=5s;\n", $1, port}'
 }
 
+mapfile -t names <"$names_file"
+
 if [[ "${1:-}" == --once ]]; then
-  for _ in $(seq 60); do
-    addresses=$(resolve)
+  for name in "${names[@]}"; do
+    wait_seconds=60
+    [[ "$name" == daphne ]] || wait_seconds="${UWSGI_WAIT_SECONDS:-20}"
+    addresses=""
+    for ((second = 0; second < wait_seconds; second++)); do
+      addresses=$(resolve "$name")
+      [[ -z "$addresses" ]] || break
+      sleep 1
+    done
     if [[ -n "$addresses" ]]; then
-      render "$addresses" >"$out"
-      exit 0
+      render "$name" "$addresses" >"$(file_of "$name")"
+    elif [[ "$name" == daphne ]]; then
+      echo "kit-watch-upstreams: $(host_of daphne) does not resolve after $wait_seconds s" >&2
+      exit 1
+    else
+      echo "kit-watch-upstreams: WARNING: $(host_of "$name") does not resolve after $wait_seconds s;" \
+        "its routes answer 502 until it does. Is the wsgi profile on (COMPOSE_PROFILES=wsgi;" \
+        "\`make up\` sets it from ROUTING)?" >&2
+      # An upstream needs a server: a placeholder marked down, replaced once replicas resolve.
+      echo "server 127.0.0.1:9 down;" >"$(file_of "$name")"
     fi
-    sleep 1
   done
-  echo "kit-watch-upstreams: $host does not resolve after 60 s" >&2
-  exit 1
+  exit 0
 fi
 
-current=$(cat "$out")
 while sleep "$interval"; do
-  addresses=$(resolve)
-  # No replica at all (all restarting): keep the last list rather than break nginx.
-  [[ -n "$addresses" ]] || continue
-  wanted=$(render "$addresses")
-  if [[ "$wanted" != "$current" ]]; then
-    printf '%s\n' "$wanted" >"$out"
-    current="$wanted"
-    echo "kit-watch-upstreams: daphne replicas now $(echo "$addresses" | tr '\n' ' '); reloading nginx"
+  changed=()
+  for name in "${names[@]}"; do
+    addresses=$(resolve "$name")
+    # No replica at all (all restarting): keep the last list rather than break nginx.
+    [[ -n "$addresses" ]] || continue
+    wanted=$(render "$name" "$addresses")
+    if [[ "$wanted" != "$(cat "$(file_of "$name")")" ]]; then
+      printf '%s\n' "$wanted" >"$(file_of "$name")"
+      changed+=("$name: $(echo "$addresses" | tr '\n' ' ')")
+    fi
+  done
+  if ((${#changed[@]})); then
+    echo "kit-watch-upstreams: replicas now ${changed[*]}; reloading nginx"
     nginx -e stderr -c /run/nginx/nginx.conf -s reload || echo "kit-watch-upstreams: reload failed" >&2
   fi
 done

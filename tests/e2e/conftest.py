@@ -58,10 +58,14 @@ async def recv_json(socket, timeout: float = 10.0) -> dict:
     return json.loads(await asyncio.wait_for(socket.recv(), timeout))
 
 
-def compose(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
-    """`docker compose` on the stack under test (its project name comes from the environment)."""
+def compose(
+    *args: str, check: bool = True, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """`docker compose` on the stack under test (its project name comes from the environment);
+    ``env`` adds variables, which win over .env (e.g. ``{"ROUTING": "path"}``)."""
     return subprocess.run(
-        ["docker", "compose", *args], cwd=REPO, check=check, capture_output=True, text=True, timeout=timeout
+        ["docker", "compose", *args], cwd=REPO, check=check, capture_output=True, text=True, timeout=timeout,
+        env=os.environ | env if env else None,
     )
 
 

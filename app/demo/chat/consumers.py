@@ -25,15 +25,35 @@ def room_group(room: str) -> str:
     return f"chat.{room}"
 
 
+CHAT_MESSAGE_EVENT = "chat.message"
+
+
+def chat_message_event(message: Message) -> dict:
+    """The group event that carries a stored chat message to every listener of its room."""
+    return {"type": CHAT_MESSAGE_EVENT, "event": message.as_event()}
+
+
 class ChatConsumer(AsyncJsonWebsocketConsumer):
-    """``/ws/chat/<room>/``: hello frame first, then every message in the room."""
+    """``/ws/chat/<room>/``: hello frame first, then every message in the room.
+
+    A message is stored, then sent to the room's group as a ``chat.message`` event
+    (``{"type": "chat.message", "event": <the message as the contract shows it>}``);
+    the long-poll view (``chat.longpoll``) listens for the same event.
+    """
 
     async def connect(self) -> None:
         self.room = self.scope["url_route"]["kwargs"]["room"]
         self.group = room_group(self.room)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
-        await self.send_json({"type": "hello", "server": server_identity(), "room": self.room})
+        await self.send_json(
+            {"type": "hello", "server": server_identity(), "room": self.room, "user": self.username()}
+        )
+
+    def username(self) -> str | None:
+        """Who the session cookie says this is (AuthMiddlewareStack resolved it), else None."""
+        user = self.scope.get("user")
+        return user.get_username() if user is not None and user.is_authenticated else None
 
     async def disconnect(self, code: int) -> None:
         if hasattr(self, "group"):
@@ -49,7 +69,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json({"type": "error", "error": f"message longer than {limit} characters"})
             return
         message = await database_sync_to_async(Message.objects.create)(room=self.room, text=text)
-        await self.channel_layer.group_send(self.group, {"type": "chat.message", "event": message.as_event()})
+        await self.channel_layer.group_send(self.group, chat_message_event(message))
 
     async def decode_json(self, text_data):
         try:

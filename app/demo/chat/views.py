@@ -36,8 +36,28 @@ def index(request: HttpRequest) -> HttpResponse:
         "history": recent_messages(room),
         "server": server_identity(),
         "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,
+        "socket_host": settings.CHAT_SOCKET_HOST,
     }
     return render(request, "chat/index.html", context)
+
+
+@require_GET
+def whoami(request: HttpRequest) -> JsonResponse:
+    """Who answers and whom it sees: server, session user, client address and scheme.
+
+    ``client`` and ``scheme`` are what Django got from the front server: the proxy
+    headers under Daphne, the uwsgi protocol's variables under uWSGI.
+    """
+    user = request.user
+    return JsonResponse(
+        {
+            "server": server_identity(),
+            "user": user.get_username() if user.is_authenticated else None,
+            "client": request.META.get("REMOTE_ADDR"),
+            "scheme": request.scheme,
+            "host": request.get_host(),
+        }
+    )
 
 
 @require_GET

@@ -10,6 +10,7 @@ from django.core.exceptions import ImproperlyConfigured
 from channels_kit.conf import (
     channel_layers_from_env,
     env_bool,
+    env_float,
     env_int,
     env_list,
     env_str,
@@ -26,7 +27,9 @@ if not SECRET_KEY:
             "set it yourself when running the image elsewhere."
         )
     SECRET_KEY = "insecure-debug-only-key"
-ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+# ".localhost" is localhost and every *.localhost name (browsers resolve them all to
+# loopback), so the WebSocket domain of ROUTING=domain (ws.localhost) works out of the box.
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ".localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
 
 INSTALLED_APPS = [
@@ -96,8 +99,21 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MAX_REQUEST_BYTES", 1024 * 1024)
 # Longest chat message accepted, in characters (the WebSocket frame limit is Daphne's).
 CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 2000)
 CHAT_HISTORY_SIZE = env_int("CHAT_HISTORY_SIZE", 50)
+# Host (no port) the chat page opens its WebSocket on; empty: the page's own host.
+# `make up` sets it to ASGI_DOMAIN when ROUTING=domain.
+CHAT_SOCKET_HOST = env_str("CHAT_SOCKET_HOST")
+# GET /poll/<room>/ waits this long for a message before answering 204; `?timeout=`
+# may ask for another wait, at most LONGPOLL_MAX_TIMEOUT (keep it below DAPHNE_HTTP_TIMEOUT).
+LONGPOLL_TIMEOUT = env_float("LONGPOLL_TIMEOUT", 25.0)
+LONGPOLL_MAX_TIMEOUT = env_float("LONGPOLL_MAX_TIMEOUT", 60.0)
 
 SESSION_COOKIE_HTTPONLY = True
+# Empty: the cookie belongs to the exact host that set it. Set it to the parent domain
+# (".example.com") for ROUTING=domain to share the login between www. and ws. hosts.
+SESSION_COOKIE_DOMAIN = env_str("DJANGO_SESSION_COOKIE_DOMAIN") or None
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 if env_bool("DJANGO_BEHIND_TLS", False):

@@ -3,6 +3,7 @@
     manage.py runworker                                   # every channel the project routes
     manage.py runworker --exclude-channels=thumbnail      # all but the slow one
     manage.py runworker --only-channels=thumbnail --concurrency=2
+    manage.py runworker --metrics-port=9100                # Prometheus /metrics on :9100
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from django.core.management import CommandError
 
 from channels_kit.channel_selection import NoChannelsError, routed_channels, select_channels
 from channels_kit.conf import env_float, env_int, env_list, env_str
+from channels_kit.metrics import MetricsServer
 from channels_kit.slots import errors_logger
 from channels_kit.worker import KitWorker
 
@@ -94,6 +96,13 @@ class Command(runworker.Command):
             f"WORKER_GRACE_PERIOD_SECONDS, default {DEFAULT_GRACE_PERIOD_SECONDS:g}).",
         )
         parser.add_argument(
+            "--metrics-port",
+            type=int,
+            metavar="PORT",
+            help="Serve Prometheus metrics on this port at /metrics (env WORKER_METRICS_PORT; "
+            "0, the default, turns it off).",
+        )
+        parser.add_argument(
             "--heartbeat-file",
             default=env_str("WORKER_HEARTBEAT_FILE", DEFAULT_HEARTBEAT_FILE),
             help="File touched while the worker runs ('' to disable; env WORKER_HEARTBEAT_FILE).",
@@ -109,12 +118,17 @@ class Command(runworker.Command):
             grace_period = options["grace_period"]
             if grace_period is None:
                 grace_period = env_float("WORKER_GRACE_PERIOD_SECONDS", DEFAULT_GRACE_PERIOD_SECONDS)
+            metrics_port = options["metrics_port"]
+            if metrics_port is None:
+                metrics_port = env_int("WORKER_METRICS_PORT", 0)
         except ImproperlyConfigured as exc:
             raise CommandError(str(exc)) from None
         if concurrency < 1:
             raise CommandError(f"--concurrency must be at least 1, not {concurrency}")
         if grace_period < 0:
             raise CommandError(f"--grace-period must not be negative, not {grace_period:g}")
+        if not 0 <= metrics_port <= 65535:
+            raise CommandError(f"--metrics-port must be 0 (off) or a port number, not {metrics_port}")
 
         application = get_default_application()
         named, routed = list(options["channels"]), routed_channels(application)
@@ -136,7 +150,7 @@ class Command(runworker.Command):
             exclude,
         )
         heartbeat = options["heartbeat_file"]
-        KitWorker(
+        worker = KitWorker(
             application=application,
             channels=channels,
             channel_layer=channel_layer,
@@ -144,4 +158,16 @@ class Command(runworker.Command):
             grace_period=grace_period,
             heartbeat_path=Path(heartbeat) if heartbeat else None,
             heartbeat_interval=env_float("WORKER_HEARTBEAT_INTERVAL", 5.0),
-        ).run()
+        )
+        metrics = None
+        if metrics_port:
+            try:
+                metrics = MetricsServer(worker, metrics_port)
+            except OSError as exc:
+                raise CommandError(f"cannot serve metrics on port {metrics_port}: {exc}") from None
+            logger.info("runworker: Prometheus metrics on :%d/metrics", metrics.port)
+        try:
+            worker.run()
+        finally:
+            if metrics:
+                metrics.close()

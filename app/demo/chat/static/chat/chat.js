@@ -9,7 +9,10 @@
   var form = document.getElementById("send-form");
   var input = document.getElementById("message");
   var scheme = location.protocol === "https:" ? "wss://" : "ws://";
-  var url = scheme + location.host + "/ws/chat/" + encodeURIComponent(room) + "/";
+  // The socket's host: the page's own, unless the server names another (ROUTING=domain).
+  var socketHost = document.currentScript.dataset.socketHost;
+  var host = socketHost ? socketHost + (location.port ? ":" + location.port : "") : location.host;
+  var url = scheme + host + "/ws/chat/" + encodeURIComponent(room) + "/";
   var socket = null;
   var attempt = 0;
 

@@ -1,0 +1,160 @@
+#!/bin/bash
+# Renders nginx's configuration for the routing mode into /run/nginx:
+#   nginx.conf     from templates/nginx.conf.template (global settings, the daphne upstream)
+#   snippets/*     from templates/snippets/ (proxy settings per tier, static files, health)
+#   routing.conf   from templates/routing/$ROUTING.conf.template (the servers of the mode)
+#   upstreams      the upstream names the mode uses, one a line, for kit-watch-upstreams
+#
+#   ROUTING         asgi (default) | path | upgrade | domain | inverted
+#   ASGI_PATHS      prefixes sent to Daphne in `path` mode (default /ws/,/poll/)
+#   LONGPOLL_PATHS  long-poll prefixes sent to Daphne in `upgrade` mode (default /poll/)
+#   ASGI_DOMAIN     the WebSocket host of `domain` mode (default ws.localhost)
+#   WSGI_PATHS      prefixes sent back to uWSGI in `inverted` mode (default /accounts/,/admin/)
+#   WSGI_DOMAIN     a host sent entirely to uWSGI in `inverted` mode (default: none)
+# Every value is checked before anything is written; a bad one stops the container
+# with the reason.
+set -Eeuo pipefail
+
+templates=/etc/nginx/kit-templates
+out=/run/nginx
+
+die() {
+  echo "kit-nginx-render: $*" >&2
+  exit 1
+}
+
+export ROUTING="${ROUTING:-asgi}"
+export ASGI_PATHS="${ASGI_PATHS-/ws/,/poll/}"
+export LONGPOLL_PATHS="${LONGPOLL_PATHS-/poll/}"
+export ASGI_DOMAIN="${ASGI_DOMAIN:-ws.localhost}"
+export WSGI_PATHS="${WSGI_PATHS-/accounts/,/admin/}"
+export WSGI_DOMAIN="${WSGI_DOMAIN:-}"
+export NGINX_WORKER_PROCESSES="${NGINX_WORKER_PROCESSES:-2}"
+export NGINX_WORKER_CONNECTIONS="${NGINX_WORKER_CONNECTIONS:-4096}"
+export NGINX_SHUTDOWN_TIMEOUT="${NGINX_SHUTDOWN_TIMEOUT:-25s}"
+export MAX_REQUEST_BYTES="${MAX_REQUEST_BYTES:-1048576}"
+export WS_READ_TIMEOUT="${WS_READ_TIMEOUT:-3600s}"
+export HTTP_READ_TIMEOUT="${HTTP_READ_TIMEOUT:-130s}"
+
+# prefixes NAME: the comma-separated path prefixes in $NAME, one a line, each checked
+# (only characters that cannot break out of a `location` line).
+prefixes() {
+  local name=$1 item items
+  IFS=, read -ra items <<<"${!name}"
+  for item in "${items[@]}"; do
+    item="${item//[[:space:]]/}"
+    [[ -n "$item" ]] || continue
+    [[ "$item" =~ ^/[A-Za-z0-9._~/-]*$ ]] || die "$name: '$item' is not a path prefix such as /ws/"
+    echo "$item"
+  done
+}
+
+# check_domain NAME: $NAME must be a plain host name (no port, no scheme).
+check_domain() {
+  local name=$1
+  [[ "${!name}" =~ ^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$ ]] \
+    || die "$name: '${!name}' is not a host name such as ws.localhost"
+}
+
+# locations SNIPPET PREFIX...: one `location ^~ PREFIX` block per prefix, using the snippet.
+locations() {
+  local snippet=$1 prefix
+  shift
+  for prefix in "$@"; do
+    printf '    location ^~ %s {\n        include /run/nginx/snippets/%s.conf;\n    }\n\n' "$prefix" "$snippet"
+  done
+}
+
+# read_prefixes ARRAY NAME: the checked prefixes of $NAME into ARRAY (a bad one stops here).
+# shellcheck disable=SC2034  # `into` is a nameref: it fills the caller's array
+read_prefixes() {
+  local -n into=$1
+  local list
+  list=$(prefixes "$2")
+  into=()
+  [[ -z "$list" ]] || mapfile -t into <<<"$list"
+}
+
+asgi_paths=() longpoll_paths=() wsgi_paths=()
+read_prefixes asgi_paths ASGI_PATHS
+read_prefixes longpoll_paths LONGPOLL_PATHS
+read_prefixes wsgi_paths WSGI_PATHS
+# Sockets and long-poll both get the streaming settings wherever Daphne serves them.
+mapfile -t stream_paths < <(printf '%s\n' "${asgi_paths[@]}" "${longpoll_paths[@]}" | awk 'NF && !seen[$0]++')
+upstreams=(daphne uwsgi)
+case "$ROUTING" in
+  asgi)
+    upstreams=(daphne)
+    summary="everything -> daphne"
+    ;;
+  path)
+    ((${#asgi_paths[@]})) || die "ROUTING=path needs ASGI_PATHS (e.g. /ws/,/poll/)"
+    summary="${asgi_paths[*]} -> daphne; the rest -> uwsgi"
+    ;;
+  upgrade)
+    summary="Upgrade: websocket${longpoll_paths[*]:+ and ${longpoll_paths[*]}} -> daphne; the rest -> uwsgi"
+    ;;
+  domain)
+    check_domain ASGI_DOMAIN
+    summary="host $ASGI_DOMAIN -> daphne; other hosts -> uwsgi"
+    ;;
+  inverted)
+    [[ -z "$WSGI_DOMAIN" ]] || check_domain WSGI_DOMAIN
+    ((${#wsgi_paths[@]})) || [[ -n "$WSGI_DOMAIN" ]] \
+      || die "ROUTING=inverted needs WSGI_PATHS or WSGI_DOMAIN (what goes back to uWSGI)"
+    for prefix in "${wsgi_paths[@]}"; do
+      for stream in "${stream_paths[@]}"; do
+        [[ "$prefix" != "$stream" ]] || die "$prefix is in WSGI_PATHS and in ASGI_PATHS/LONGPOLL_PATHS"
+      done
+    done
+    summary="${wsgi_paths[*]:-nothing}${WSGI_DOMAIN:+ and host $WSGI_DOMAIN} -> uwsgi; the rest -> daphne"
+    ;;
+  *)
+    die "ROUTING must be asgi, path, upgrade, domain or inverted, not '$ROUTING'"
+    ;;
+esac
+
+KIT_STREAM_LOCATIONS=$(locations proxy-daphne-stream "${stream_paths[@]}")
+KIT_ASGI_PATH_LOCATIONS=$(locations proxy-daphne-stream "${asgi_paths[@]}")
+KIT_LONGPOLL_LOCATIONS=$(locations proxy-daphne-stream "${longpoll_paths[@]}")
+KIT_WSGI_PATH_LOCATIONS=$(locations proxy-uwsgi "${wsgi_paths[@]}")
+KIT_WSGI_DOMAIN_SERVER=""
+if [[ -n "$WSGI_DOMAIN" ]]; then
+  KIT_WSGI_DOMAIN_SERVER=$(printf '%s\n' \
+    "" \
+    "server {" \
+    "    listen 8080;" \
+    "    server_name $WSGI_DOMAIN;" \
+    "    include /run/nginx/snippets/edge.conf;" \
+    "" \
+    "    location / {" \
+    "        include /run/nginx/snippets/proxy-uwsgi.conf;" \
+    "    }" \
+    "}" \
+    "")
+fi
+# Command substitution drops trailing newlines: end each list with one, as a template line.
+for block in KIT_STREAM_LOCATIONS KIT_ASGI_PATH_LOCATIONS KIT_LONGPOLL_LOCATIONS KIT_WSGI_PATH_LOCATIONS; do
+  [[ -z "${!block}" ]] || printf -v "$block" '%s\n' "${!block}"
+done
+export KIT_STREAM_LOCATIONS KIT_ASGI_PATH_LOCATIONS KIT_LONGPOLL_LOCATIONS KIT_WSGI_PATH_LOCATIONS \
+  KIT_WSGI_DOMAIN_SERVER
+
+# Only these are substituted: nginx's own $variables stay as they are.
+# shellcheck disable=SC2016  # envsubst's list of names, not an expansion
+vars='${NGINX_WORKER_PROCESSES} ${NGINX_WORKER_CONNECTIONS} ${NGINX_SHUTDOWN_TIMEOUT} ${MAX_REQUEST_BYTES}
+      ${WS_READ_TIMEOUT} ${HTTP_READ_TIMEOUT} ${ROUTING} ${ASGI_DOMAIN} ${KIT_STREAM_LOCATIONS}
+      ${KIT_ASGI_PATH_LOCATIONS} ${KIT_LONGPOLL_LOCATIONS} ${KIT_WSGI_PATH_LOCATIONS} ${KIT_WSGI_DOMAIN_SERVER}'
+render() {
+  envsubst "$vars" <"$1" >"$2"
+}
+
+mkdir -p "$out/snippets"
+render "$templates/nginx.conf.template" "$out/nginx.conf"
+for template in "$templates"/snippets/*.conf.template; do
+  name=${template##*/}
+  render "$template" "$out/snippets/${name%.template}"
+done
+render "$templates/routing/$ROUTING.conf.template" "$out/routing.conf"
+printf '%s\n' "${upstreams[@]}" >"$out/upstreams"
+echo "channels-kit nginx: ROUTING=$ROUTING: $summary"
