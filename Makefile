@@ -63,5 +63,5 @@ loadtest-down: ## Stop Locust's web UI and its workers
 scaling: ## Scaling report: tasks/s vs workers 1-8, pages vs Daphne 1-2, fan-out vs shards 1-4 (~8 min)
 	@scripts/scaling
 
-bench: ## The kit's promised ratios side by side: nginx->Daphne/direct, kit/stock layer, tasks 8/1 workers (~8 min)
+bench: ## The kit's promised ratios side by side: nginx->Daphne/direct, kit/stock layer, tasks 8/1 workers (~7 min)
 	@scripts/bench
