@@ -6,8 +6,8 @@ SHELL := /bin/bash
 N ?= 8
 SERVICE ?= worker
 
-.PHONY: help up down clean ps logs status scale build base-images lint test bench-layer bench-routing \
-	loadtest loadtest-ui loadtest-down scaling bench
+.PHONY: help up down clean ps logs status scale deploy build base-images lint test bench-layer bench-routing \
+	bench-relay loadtest loadtest-ui loadtest-down scaling bench
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -28,10 +28,13 @@ logs: ## Follow the logs of every service
 	@docker compose logs --follow --tail=100
 
 status: ## Queue depth, oldest message age and busy workers of the running stack, e.g. STATUS_ARGS=--json
-	@docker compose exec -T worker python manage.py channels_status $(STATUS_ARGS)
+	@scripts/status $(STATUS_ARGS)
 
 scale: ## Run N replicas of SERVICE (default: worker), e.g. `make scale N=8`
 	@docker compose up --detach --no-recreate --wait --scale $(SERVICE)=$(N) $(SERVICE)
+
+deploy: ## Roll the workers onto new code one at a time, dropping nothing, e.g. `make deploy TAG=v2 CANARY=0.25`
+	@scripts/rollout $(if $(TAG),--tag $(TAG)) $(if $(CANARY),--canary $(CANARY)) $(DEPLOY_ARGS)
 
 build: ## Build the kit's images (base images first, when missing)
 	@scripts/build
@@ -48,6 +51,9 @@ test: ## Run the whole test suite: lint, unit tests in the image, end-to-end aga
 bench-layer: ## Benchmark the kit's channel layer against stock channels_redis (~2 min), e.g. BENCH_ARGS=--no-saturation
 	@scripts/bench-layer $(BENCH_ARGS)
 
+bench-relay: ## Benchmark relay mode against direct mode side by side: HTTP, WebSocket echo, fan-out (~10 min)
+	@scripts/bench-relay $(BENCH_ARGS)
+
 bench-routing: ## Benchmark uWSGI vs Daphne pages behind nginx, and nginx vs direct Daphne (~2.5 min, printed)
 	@scripts/bench-routing
 
@@ -60,8 +66,8 @@ loadtest-ui: ## Locust's web UI (master + LOCUST_WORKERS=2 workers) on 127.0.0.1
 loadtest-down: ## Stop Locust's web UI and its workers
 	@scripts/loadtest-ui --down
 
-scaling: ## Scaling report: tasks/s vs workers 1-8, pages vs Daphne 1-2, fan-out vs shards 1-4 (~8 min)
+scaling: ## Scaling report: tasks/s and relay-mode req/s vs workers 1-8, pages vs Daphne 1-2, fan-out vs shards 1-4 (~11 min)
 	@scripts/scaling
 
-bench: ## The kit's promised ratios side by side: nginx->Daphne/direct, kit/stock layer, tasks 8/1 workers (~7 min)
+bench: ## The kit's promised ratios side by side: nginx->Daphne/direct, kit/stock layer, 8/1 workers, relay/direct (~15 min)
 	@scripts/bench

@@ -115,6 +115,8 @@ AXES: dict[str, dict[str, str]] = {
         "unit": "deliveries/s",
         "latency": "WebSocket delivery latency, send -> every other member of the room",
         "x": "Redis shards",
+        # The offered load is fixed (think times): throughput stays put, latency tells.
+        "fixed_load": "yes",
     },
 }
 
@@ -217,6 +219,13 @@ def headline(axis: str, points: list[Point]) -> str:
     """One sentence: first and last point, and their throughput ratio."""
     spec = AXES[axis]
     first, last = points[0], points[-1]
+    if spec.get("fixed_load") and len(points) > 1:
+        return (
+            f"**{spec['title']}**, at a fixed offered load (~{first.throughput:,.0f} {spec['unit']}): "
+            f"p50 {fmt_ms(first.p50_ms)} -> {fmt_ms(last.p50_ms)} ms, "
+            f"p99 {fmt_ms(first.p99_ms)} -> {fmt_ms(last.p99_ms)} ms from {first.size} to {last.size} "
+            f"{spec['x']}."
+        )
     if len(points) == 1:
         return (
             f"**{spec['title']}**: {first.throughput:,.1f} {spec['unit']} at {first.size}, "

@@ -43,6 +43,15 @@ compose() {
   (cd "$KIT_ROOT" && docker compose "$@")
 }
 
+# stack_files: the stack's compose files as -f options (COMPOSE_FILE from the environment,
+# else from .env, else compose.yaml), for commands that add an overlay with -f of their own.
+stack_files() {
+  local files="${COMPOSE_FILE:-$(env_get COMPOSE_FILE)}" file
+  local -a list
+  IFS=: read -ra list <<<"${files:-compose.yaml}"
+  for file in "${list[@]}"; do printf -- '-f\n%s\n' "$file"; done
+}
+
 # have CMD: true when CMD is on PATH.
 have() { command -v "$1" >/dev/null 2>&1; }
 

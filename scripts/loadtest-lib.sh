@@ -3,7 +3,9 @@
 # named by COMPOSE_PROJECT_NAME (else compose.yaml's), aimed at that project's nginx.
 # shellcheck shell=bash
 
-LOADTEST_COMPOSE=(-f compose.yaml -f compose/loadtest.yaml)
+# The stack's files (relay mode adds compose/relay.yaml) plus the load-test overlay.
+mapfile -t LOADTEST_COMPOSE < <(stack_files)
+LOADTEST_COMPOSE+=(-f compose/loadtest.yaml)
 REPORTS_ROOT="$KIT_ROOT/loadtest/reports"
 
 # duration_seconds SPEC: 90 | 90s | 2m | 1h -> seconds on stdout (nothing when SPEC is none of those).

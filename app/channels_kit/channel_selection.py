@@ -49,6 +49,15 @@ def routed_channels(application: Any) -> list[str]:
     return [name for name in channels if isinstance(name, str)]
 
 
+def routed_protocols(application: Any) -> set[str]:
+    """The protocols ``application`` routes (``ProtocolTypeRouter`` keys); a bare application
+    (Django's ``ASGIHandler``, say) counts as HTTP only."""
+    protocols = _router_mapping(application)
+    if protocols is None:
+        return {"http"}
+    return {name for name in protocols if isinstance(name, str)}
+
+
 def _matches_any(name: str, globs: Iterable[str]) -> bool:
     return any(fnmatchcase(name, glob) for glob in globs)
 

@@ -11,6 +11,7 @@ import os
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
 
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off", ""}
@@ -85,6 +86,31 @@ def channel_layers_from_env() -> dict[str, Any]:
                 "expiry": env_int("CHANNEL_LAYER_EXPIRY", 60),
                 "group_expiry": env_int("CHANNEL_LAYER_GROUP_EXPIRY", 86400),
                 "capacity": env_int("CHANNEL_LAYER_CAPACITY", 100),
+                # Relay mode's channels (channels_kit.relay): the work channels that carry
+                # every request and WebSocket event to the workers, and each interface
+                # server's replies (one Redis key per interface process).
+                "channel_capacity": {
+                    pattern: env_int("CHANNEL_LAYER_RELAY_CAPACITY", 1000)
+                    for pattern in ("relay.*", "http.request", "websocket.*")
+                },
             },
         }
     }
+
+
+def channel_layer_from_env() -> Any:
+    """The default channel layer of ``channel_layers_from_env()``, built without Django settings
+    (the relay's interface servers run no Django project)."""
+    config = channel_layers_from_env()["default"]
+    return import_string(config["BACKEND"])(**config.get("CONFIG", {}))
+
+
+ASGI_MODES = ("direct", "relay")
+
+
+def asgi_mode() -> str:
+    """``ASGI_MODE``: ``direct`` (Daphne runs the project) or ``relay`` (workers run it)."""
+    mode = env_str("ASGI_MODE", "direct").lower() or "direct"
+    if mode not in ASGI_MODES:
+        raise ImproperlyConfigured(f"ASGI_MODE={mode!r}: expected one of {', '.join(ASGI_MODES)}")
+    return mode

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Mapping
+from typing import Any
 
 ROLE_ENV = "SERVER_ROLE"
 
@@ -16,3 +18,12 @@ def server_role() -> str:
 def server_identity() -> str:
     """``<role>/<hostname>``: unique per container, stable for the process's life."""
     return f"{server_role()}/{socket.gethostname()}"
+
+
+def interface_identity(scope: Mapping[str, Any] | None) -> str:
+    """The interface server holding a connection: in relay mode the Daphne that relayed it
+    (``scope["relay"]["interface"]``), in direct mode this process."""
+    relay = (scope or {}).get("relay")
+    if isinstance(relay, Mapping) and relay.get("interface"):
+        return str(relay["interface"])
+    return server_identity()

@@ -18,6 +18,8 @@ seed's "Scaling Up" promise:
 - **Redis restarts.** A pooled connection that Redis closed (restart, failover,
   ``CLIENT KILL``) is replaced and the command retried, instead of failing the
   request that happened to draw it.
+- **Batched reads.** A process's own (``!``) channels are read up to 64 messages per
+  round trip (``BZMPOP``, Redis 7), a general channel up to as many as wait for it.
 - **Idle survival.** redis-py 8 gives every connection a 5 s socket timeout by
   default, while channels_redis blocks in ``BZPOPMIN`` for 5 s on an idle
   channel, so an idle ``receive()`` dies with ``TimeoutError``
@@ -56,6 +58,9 @@ BLOCKING_SHARE = 0.5
 MIN_BLOCKING_TIMEOUT = 0.1
 # Attempts to reconnect and re-run a command after Redis closed its connection.
 RECONNECT_RETRIES = 3
+# Messages one blocking read of a process's own ('!') channels may take (BZMPOP, Redis 7):
+# a backlog of replies costs one round trip, not one per message.
+SPECIFIC_BATCH = 64
 
 
 def host_socket_timeout(host: Mapping[str, Any]) -> float | None:
@@ -109,7 +114,7 @@ return 1
 class _ShardReader:
     """Blocking reads of one Redis key on one or more shards, for one event loop.
 
-    A poller per shard blocks in ``BZPOPMIN`` while someone waits. Pollers are
+    A poller per shard blocks in ``BZMPOP``/``BZPOPMIN`` while someone waits. Pollers are
     never cancelled mid-read, because a read cancelled after Redis popped the
     message would lose it: ``receive()`` callers cancel their own wait instead,
     and whatever the pollers fetch meanwhile is kept for the next ``receive()``
@@ -141,17 +146,20 @@ class _ShardReader:
             if poller is None or poller.done():
                 self.pollers[index] = asyncio.ensure_future(self._poll(index))
 
+    def batch_size(self) -> int:
+        """How many messages one read may take."""
+        return 1
+
     async def _poll(self, index: int) -> None:
         connection = self.layer.connection(index)
         try:
             while self.wanted():
-                result = await connection.bzpopmin(self.key, timeout=self.layer.brpop_timeout)
-                if result is None:
-                    continue
-                _, member, score = result
-                if score < time.time() - self.layer.expiry:
-                    continue  # expired while queued: dropped, as channels_redis would
-                self.deliver(member, score, index)
+                batch = await self.layer.pop_batch(connection, self.key, self.batch_size())
+                horizon = time.time() - self.layer.expiry
+                for member, score in batch:
+                    if score < horizon:
+                        continue  # expired while queued: dropped, as channels_redis would
+                    self.deliver(member, score, index)
         except Exception as exc:  # noqa: BLE001 - handed to a waiter, which raises it
             self.fail(exc)
 
@@ -184,6 +192,10 @@ class _GeneralChannelReader(_ShardReader):
 
     def wanted(self) -> bool:
         return not self.closing and self.waiting > self.fetched.qsize()
+
+    def batch_size(self) -> int:
+        # No more than the waiters can take at once: the rest stays in Redis for other workers.
+        return max(1, self.waiting - self.fetched.qsize())
 
     def deliver(self, member: bytes, score: float, index: int) -> None:
         self.fetched.put_nowait((member, score, index))
@@ -230,6 +242,9 @@ class _SpecificChannelReader(_ShardReader):
 
     def wanted(self) -> bool:
         return not self.closing and any(self.waiting.values())
+
+    def batch_size(self) -> int:
+        return SPECIFIC_BATCH  # all of it is this process's anyway
 
     def deliver(self, member: bytes, score: float, index: int) -> None:
         message = self.layer.deserialize(member)
@@ -290,6 +305,26 @@ class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
         self.brpop_timeout = blocking_timeout_for(self.hosts, preferred=self.brpop_timeout)
         self.ring = HashRing([shard_name(host) for host in self.hosts])
         self._readers: dict[tuple[asyncio.AbstractEventLoop, str], _ShardReader] = {}
+        self._bzmpop: bool | None = None  # whether the servers know BZMPOP (None: not tried yet)
+
+    async def pop_batch(self, connection: Any, key: str, count: int) -> list[tuple[bytes, float]]:
+        """Up to ``count`` of ``key``'s oldest messages, waiting at most one blocking timeout.
+
+        BZMPOP (Redis 7) takes them in one round trip; older servers get BZPOPMIN, one at a time.
+        """
+        if count > 1 and self._bzmpop is not False:
+            try:
+                result = await connection.bzmpop(self.brpop_timeout, 1, [key], min=True, count=count)
+            except redis.exceptions.ResponseError as exc:
+                if "unknown command" not in str(exc).lower():
+                    raise
+                logger.info("this Redis has no BZMPOP (before 7.0): reading one message at a time")
+                self._bzmpop = False
+            else:
+                self._bzmpop = True
+                return [] if result is None else [(member, float(score)) for member, score in result[1]]
+        result = await connection.bzpopmin(key, timeout=self.brpop_timeout)
+        return [] if result is None else [(result[1], float(result[2]))]
 
     def create_pool(self, index: int) -> Any:
         """channels_redis's pool, retrying a command on a fresh connection when Redis closed the old one."""

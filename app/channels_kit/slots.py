@@ -28,6 +28,8 @@ errors_logger = logging.getLogger("channels_kit.worker.errors")
 RESPAWN_BACKOFF_SECONDS = 1.0
 
 Send = Callable[[dict], Awaitable[None]]
+# Runs one relay work message (channel, message); True when it went well.
+Handler = Callable[[str, dict], Awaitable[bool]]
 
 
 @dataclass
@@ -52,7 +54,48 @@ class _Instance:
         self.future: asyncio.Future[None] | None = None
 
 
-class ConsumerSlot:
+class Slot:
+    """One message at a time from one channel: what both kinds of slot share."""
+
+    def __init__(self, *, channel: str, index: int, channel_layer: Any, stats: ChannelStats) -> None:
+        self.channel = channel
+        self.scope_id = f"{channel}#{index}"
+        self.channel_layer = channel_layer
+        self.stats = stats
+        self.in_flight: dict | None = None
+        self.in_flight_since = 0.0
+        self._receiving: asyncio.Future[dict] | None = None
+        self._stopping = False
+
+    @property
+    def busy(self) -> bool:
+        """True while a message taken from the layer is not finished."""
+        return self.in_flight is not None
+
+    async def _take(self) -> dict | None:
+        """The channel's next message, or None once ``stop_taking()`` cancelled the wait."""
+        self._receiving = asyncio.ensure_future(self.channel_layer.receive(self.channel))
+        try:
+            return await self._receiving
+        except asyncio.CancelledError:
+            # Our own stop_taking() cancelled the receive: leave quietly. A
+            # cancellation of this task itself must propagate.
+            if self._stopping and not asyncio.current_task().cancelling():
+                return None
+            raise
+        finally:
+            self._receiving = None
+
+    def stop_taking(self) -> asyncio.Future[dict] | None:
+        """Take no new message; cancel a pending ``layer.receive()`` and return it to await."""
+        self._stopping = True
+        receiving = self._receiving
+        if receiving is not None:
+            receiving.cancel()
+        return receiving
+
+
+class ConsumerSlot(Slot):
     """Feeds one application instance from one channel, one message at a time.
 
     The instance is busy from the moment the slot hands it a message until it calls
@@ -70,23 +113,11 @@ class ConsumerSlot:
         stats: ChannelStats,
         send: Send,
     ) -> None:
-        self.channel = channel
-        self.scope_id = f"{channel}#{index}"
+        super().__init__(channel=channel, index=index, channel_layer=channel_layer, stats=stats)
         self.application = application
-        self.channel_layer = channel_layer
-        self.stats = stats
         self.send = send
-        self.in_flight: dict | None = None
-        self.in_flight_since = 0.0
         self.instances_started = 0
         self._instance: _Instance | None = None
-        self._receiving: asyncio.Future[dict] | None = None
-        self._stopping = False
-
-    @property
-    def busy(self) -> bool:
-        """True while a message taken from the layer is not finished."""
-        return self.in_flight is not None
 
     def describe_in_flight(self) -> str:
         """``thumbnail#0: task.run for 3.2s``, for logs about abandoned work."""
@@ -101,28 +132,12 @@ class ConsumerSlot:
             await self._until_idle()
             if self._stopping:
                 break
-            self._receiving = asyncio.ensure_future(self.channel_layer.receive(self.channel))
-            try:
-                message = await self._receiving
-            except asyncio.CancelledError:
-                # Our own stop_taking() cancelled the receive: leave quietly. A
-                # cancellation of this task itself must propagate.
-                if self._stopping and not asyncio.current_task().cancelling():
-                    break
-                raise
-            finally:
-                self._receiving = None
+            message = await self._take()
+            if message is None:
+                break
             # Delivered even when stopping: the layer already gave it to us.
             self._deliver(message)
         await self._until_idle()
-
-    def stop_taking(self) -> asyncio.Future[dict] | None:
-        """Take no new message; cancel a pending ``layer.receive()`` and return it to await."""
-        self._stopping = True
-        receiving = self._receiving
-        if receiving is not None:
-            receiving.cancel()
-        return receiving
 
     async def close(self, timeout: float) -> None:
         """Stop the application instance, waiting at most ``timeout`` seconds."""
@@ -226,3 +241,49 @@ class ConsumerSlot:
         else:
             self.stats.failed += 1
         self.in_flight = None
+
+
+class RelaySlot(Slot):
+    """Takes one message at a time from a relay work channel and runs it through a handler.
+
+    Unlike a ``ConsumerSlot``, every message is a fresh application call (an HTTP request,
+    one WebSocket event), so there is no long-lived instance; the slot keeps one thread
+    for sync code, as a ``ConsumerSlot`` does, and the same bounded prefetch.
+    """
+
+    def __init__(
+        self, *, channel: str, index: int, handler: Handler, channel_layer: Any, stats: ChannelStats
+    ) -> None:
+        super().__init__(channel=channel, index=index, channel_layer=channel_layer, stats=stats)
+        self.handler = handler
+
+    def describe_in_flight(self) -> str:
+        if self.in_flight is None:
+            return f"{self.scope_id}: idle"
+        scope = self.in_flight.get("relay", {}).get("scope", {})
+        what = " ".join(str(scope[key]) for key in ("method", "path") if key in scope) or self.channel
+        return f"{self.scope_id}: {what} for {time.monotonic() - self.in_flight_since:.1f}s"
+
+    async def run(self) -> None:
+        """Serve until ``stop_taking()``; returns once the message in hand is finished."""
+        async with ThreadSensitiveContext():
+            while not self._stopping:
+                message = await self._take()
+                if message is None:
+                    break
+                self.stats.received += 1
+                self.in_flight, self.in_flight_since = message, time.monotonic()
+                try:
+                    ok = await self.handler(self.channel, message)
+                except Exception:
+                    errors_logger.exception("relaying a %s message failed", self.channel)
+                    ok = False
+                finally:
+                    self.in_flight = None
+                if ok:
+                    self.stats.handled += 1
+                else:
+                    self.stats.failed += 1
+
+    async def close(self, timeout: float) -> None:
+        """Nothing outlives a message."""

@@ -15,13 +15,13 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from channels.worker import Worker
 
-from channels_kit.slots import ChannelStats, ConsumerSlot, Send
+from channels_kit.slots import ChannelStats, ConsumerSlot, Handler, RelaySlot, Send, Slot
 from channels_kit.worker_state import WorkerStatePublisher, supports_worker_state
 
 logger = logging.getLogger("channels_kit.worker")
@@ -37,9 +37,11 @@ BEAT_STOP_TIMEOUT_SECONDS = 1.0
 class KitWorker(Worker):
     """A Channels ``Worker`` with bounded prefetch, SIGTERM drain, counters and a heartbeat.
 
-    Each channel gets ``concurrency`` slots (listener + application instance); a
-    slot takes the next message only when its instance is idle, so at most
-    ``concurrency`` messages per channel are out of the layer in this process.
+    Each channel gets ``concurrency`` slots (``channel_concurrency`` overrides it per
+    channel); a slot takes the next message only when its instance is idle, so at
+    most that many messages per channel are out of the layer in this process.
+    Channels in ``relay_channels`` (relay mode's ``http.request`` and ``websocket.*``)
+    get ``RelaySlot``s that run each message through ``relay_handler``.
     A worker opens no port, so its healthcheck reads the heartbeat file's age: a
     fresh file proves the loop is turning (``python -m channels_kit.probe heartbeat``).
     On a Redis layer the heartbeat also publishes the worker's state (channels, busy,
@@ -53,33 +55,40 @@ class KitWorker(Worker):
         channel_layer: Any,
         *,
         concurrency: int = 1,
+        channel_concurrency: Mapping[str, int] | None = None,
+        relay_handler: Handler | None = None,
+        relay_channels: Collection[str] = (),
         grace_period: float = 25.0,
         heartbeat_path: Path | None = None,
         heartbeat_interval: float = 5.0,
         publish_state: bool = True,
     ) -> None:
         super().__init__(application=application, channels=list(channels), channel_layer=channel_layer)
-        if concurrency < 1:
-            raise ValueError(f"concurrency must be at least 1, not {concurrency}")
+        overrides = channel_concurrency or {}
+        self.concurrency = {channel: overrides.get(channel, concurrency) for channel in self.channels}
+        for channel, count in self.concurrency.items():
+            if count < 1:
+                raise ValueError(f"concurrency of {channel} must be at least 1, not {count}")
         if grace_period < 0:
             raise ValueError(f"grace_period must not be negative, not {grace_period}")
-        self.concurrency = concurrency
+        relayed = set(relay_channels) & set(self.channels)
+        if relayed and relay_handler is None:
+            raise ValueError(f"relay channels {sorted(relayed)} need a relay_handler")
         self.grace_period = grace_period
         self.heartbeat_path = heartbeat_path
         self.heartbeat_interval = heartbeat_interval
         self.stats = {channel: ChannelStats() for channel in self.channels}
-        self.slots = [
-            ConsumerSlot(
-                channel=channel,
-                index=index,
-                application=application,
-                channel_layer=channel_layer,
-                stats=self.stats[channel],
-                send=self._send_for(channel),
-            )
-            for channel in self.channels
-            for index in range(concurrency)
-        ]
+        self.slots: list[Slot] = []
+        for channel in self.channels:
+            shared = {"channel": channel, "channel_layer": channel_layer, "stats": self.stats[channel]}
+            for index in range(self.concurrency[channel]):
+                if channel in relayed:
+                    slot = RelaySlot(index=index, handler=relay_handler, **shared)
+                else:
+                    slot = ConsumerSlot(
+                        index=index, application=application, send=self._send_for(channel), **shared
+                    )
+                self.slots.append(slot)
         # Descriptions of the messages given up on at the deadline or a second signal.
         self.abandoned: list[str] = []
         self._stop = asyncio.Event()
@@ -156,9 +165,8 @@ class KitWorker(Worker):
         beating = self.heartbeat_path or self.state_publisher
         beat = asyncio.ensure_future(self.heartbeat()) if beating else None
         logger.info(
-            "worker serving channels %s (concurrency %d per channel, grace period %gs)",
-            ", ".join(self.channels),
-            self.concurrency,
+            "worker serving channels %s (grace period %gs)",
+            ", ".join(f"{channel} x{self.concurrency[channel]}" for channel in self.channels),
             self.grace_period,
         )
         tasks = {asyncio.ensure_future(slot.run()): slot for slot in self.slots}

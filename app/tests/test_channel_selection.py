@@ -90,3 +90,22 @@ def test_runworker_reads_filters_from_the_environment(monkeypatch):
     monkeypatch.setenv("WORKER_ONLY_CHANNELS", "http.*, websocket.*")
     with pytest.raises(CommandError, match=r"--only-channels \['http\.\*', 'websocket\.\*'\]"):
         call_command("runworker")
+
+
+def test_relay_mode_adds_the_work_channels_of_the_routed_protocols():
+    from channels_kit.management.commands.runworker import relay_channels
+
+    async def http_app(scope, receive, send):
+        pass
+
+    both = ProtocolTypeRouter({"http": http_app, "websocket": URLRouter([])})
+    assert relay_channels(both) == [
+        "http.request",
+        "websocket.connect",
+        "websocket.receive",
+        "websocket.disconnect",
+        "websocket.event",
+    ]
+    assert relay_channels(ProtocolTypeRouter({"channel": ChannelNameRouter({})})) == []
+    # A bare application (Django's ASGIHandler, say) is an HTTP one.
+    assert relay_channels(http_app) == ["http.request"]

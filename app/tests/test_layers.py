@@ -115,3 +115,36 @@ def test_layer_recovers_when_redis_closes_its_connections(redis_url):
         await layer.flush()
 
     asyncio.run(scenario())
+
+
+def test_a_backlog_is_read_in_batches_and_redis_before_7_still_works(redis_url, monkeypatch):
+    """BZMPOP takes a '!' channel's backlog in one read; without it (Redis < 7) the layer
+    falls back to BZPOPMIN, one message a read, and loses nothing."""
+
+    async def scenario(layer: RedisChannelLayer) -> list[int]:
+        channel = await layer.new_channel()
+        for n in range(10):
+            await layer.send(channel, {"type": "n", "n": n})
+        got = [(await layer.receive(channel))["n"] for _ in range(10)]
+        await layer.flush()
+        return got
+
+    layer = RedisChannelLayer(hosts=[{"address": redis_url}], prefix=f"test-batch-{uuid.uuid4().hex[:6]}")
+    calls = []
+    real = redis.asyncio.Redis.bzmpop
+
+    async def counting_bzmpop(self, *args, **kwargs):
+        calls.append(kwargs.get("count"))
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(redis.asyncio.Redis, "bzmpop", counting_bzmpop)
+    assert asyncio.run(scenario(layer)) == list(range(10))
+    assert layer._bzmpop is True and len(calls) < 10  # the backlog came in fewer reads
+
+    async def unknown_command(self, *args, **kwargs):
+        raise redis.exceptions.ResponseError("unknown command 'BZMPOP', with args beginning with: ")
+
+    monkeypatch.setattr(redis.asyncio.Redis, "bzmpop", unknown_command)
+    old = RedisChannelLayer(hosts=[{"address": redis_url}], prefix=f"test-batch-{uuid.uuid4().hex[:6]}")
+    assert asyncio.run(scenario(old)) == list(range(10))
+    assert old._bzmpop is False

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from channels_kit.layers import RedisChannelLayer
+from channels_kit.relay.interface import RelayApplication, RelaySettings
+from tests.relay_client import http_request
 
 APP_DIR = Path(__file__).resolve().parents[1]
 # Start-up (Django, imports, Redis) plus the wait for the first marker, generously.
@@ -110,7 +112,7 @@ def test_sigterm_lets_the_running_job_finish_and_leaves_the_queue_in_redis(proje
     assert not (project.marks / "started-b").exists()
     assert project.receive("jobs")["id"] == "b"
     out = project.stdout()
-    routed = "routed ['jobs', 'jobs.slow'], only [], exclude ['jobs.*']"
+    routed = "routed ['jobs', 'jobs.slow'], relayed [], only [], exclude ['jobs.*']"
     assert f"runworker: serving jobs (named [], {routed})" in out
     assert "SIGTERM: taking no new messages; 1 in flight" in out
     assert "drained: 1 message(s) handled, 0 failed" in out
@@ -145,3 +147,30 @@ def test_past_the_grace_period_the_job_is_abandoned_and_the_exit_is_immediate(pr
     assert not (project.marks / "done-a").exists()
     abandoned = "grace period (1s) over: abandoning 1 in-flight message(s): jobs#0: job.run for"
     assert abandoned in project.stdout()
+
+
+def test_relay_mode_serves_relayed_requests_and_answers_abandoned_ones_at_once(project):
+    worker = project.start("--relay", "--only-channels=http.*", "--http-concurrency=2", "--grace-period=1")
+
+    async def scenario():
+        relay = RelayApplication(project.layer(), RelaySettings(timeout=30, identity="daphne/test"))
+        deadline = time.monotonic() + START_TIMEOUT
+        status, _, body = await http_request(relay, "/hello")
+        assert time.monotonic() < deadline
+        assert (status, body) == (200, b"worker project: /hello")
+        slow = asyncio.ensure_future(http_request(relay, "/slow?sleep=30"))
+        await asyncio.sleep(1.5)  # the worker has it in hand
+        worker.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        status, _, body = await slow
+        # Past the 1 s grace period the worker gives up, and says so at once: no 30 s wait.
+        assert (status, body) == (503, b"the worker stopped\n")
+        assert time.monotonic() - started < 10
+
+    asyncio.run(scenario())
+    assert worker.wait(timeout=20) != 0, project.logs()
+    out = project.stdout()
+    relayed = "routed ['jobs', 'jobs.slow'], relayed ['http.request']"
+    assert f"runworker: serving http.request (named [], {relayed}" in out
+    assert "worker serving channels http.request x2" in out
+    assert "abandoning 1 in-flight message(s): http.request#" in out

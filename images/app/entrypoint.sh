@@ -1,9 +1,11 @@
 #!/bin/sh
 # Entrypoint of the app image. The first argument picks the role:
-#   daphne   the interface server (HTTP + WebSocket) on port 8000
+#   daphne   the interface server running the project (HTTP + WebSocket) on port 8000
+#            (ASGI_MODE=direct; in relay mode Daphne runs images/relay instead)
 #   uwsgi    the same project under uWSGI (the optional WSGI tier): uwsgi protocol
 #            on 3031 for nginx, plain HTTP on 8000 for healthchecks and benchmarks
-#   worker   a runworker process; further arguments go to it (--only-channels=...)
+#   worker   a runworker process; further arguments go to it (--only-channels=...); with
+#            ASGI_MODE=relay it also serves the relayed HTTP and WebSocket traffic
 #   migrate  apply database migrations and create the demo user, then exit
 # Anything else is run as given (e.g. `python manage.py shell`).
 set -eu
@@ -12,8 +14,9 @@ print_settings() {
   # Resolved settings, one line of JSON, secrets left out.
   python - "$@" <<'PY'
 import json, os, sys
-keys = ["SERVER_ROLE", "DJANGO_ALLOWED_HOSTS", "DJANGO_DEBUG", "POSTGRES_HOST", "POSTGRES_DB",
-        "REDIS_URLS", "REDIS_SOCKET_TIMEOUT", "LOG_LEVEL", "WORKER_CONCURRENCY", "WORKER_GRACE_PERIOD_SECONDS",
+keys = ["SERVER_ROLE", "ASGI_MODE", "DJANGO_ALLOWED_HOSTS", "DJANGO_DEBUG", "POSTGRES_HOST", "POSTGRES_DB",
+        "REDIS_URLS", "REDIS_SOCKET_TIMEOUT", "LOG_LEVEL", "WORKER_CONCURRENCY", "WORKER_HTTP_CONCURRENCY",
+        "WORKER_WEBSOCKET_CONCURRENCY", "WORKER_GRACE_PERIOD_SECONDS",
         "UWSGI_PROCESSES", "UWSGI_THREADS", "UWSGI_WORKER_RELOAD_MERCY", "LONGPOLL_TIMEOUT", "CHAT_SOCKET_HOST"]
 print("channels-kit settings:", json.dumps({k: os.environ.get(k, "") for k in keys} | {"command": sys.argv[1:]}))
 PY

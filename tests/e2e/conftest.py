@@ -19,7 +19,13 @@ import pytest
 import websockets
 
 REPO = Path(__file__).resolve().parents[2]
+# The stack's settings: scripts/test gives the test stack a file of its own (.env.test).
+ENV_FILE = Path(os.environ.get("COMPOSE_ENV_FILES") or REPO / ".env")
 BASE_URL = os.environ.get("KIT_BASE_URL", "http://127.0.0.1:8000")
+# direct: Daphne runs the project; relay: Daphne relays, workers run it (scripts/test sets it).
+ASGI_MODE = os.environ.get("KIT_ASGI_MODE", "direct")
+# Who runs the project's code for the ASGI tier, as X-Served-By and hello frames name it.
+ASGI_APP_ROLE = "worker/" if ASGI_MODE == "relay" else "daphne/"
 WS_URL = BASE_URL.replace("http://", "ws://", 1)
 # A browser on the site sends this Origin; Daphne rejects sockets from other origins.
 ORIGIN = "http://localhost"
@@ -66,6 +72,16 @@ def compose(
     return subprocess.run(
         ["docker", "compose", *args], cwd=REPO, check=check, capture_output=True, text=True, timeout=timeout,
         env=os.environ | env if env else None,
+    )
+
+
+def service_exec(service: str, *command: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run ``command`` in one running container of ``service`` (whichever: after a rollout the
+    containers are renumbered, and `docker compose exec` looks for number 1)."""
+    ids = compose("ps", "--quiet", service).stdout.split()
+    assert ids, f"no running container of {service}"
+    return subprocess.run(
+        ["docker", "exec", ids[0], *command], check=check, capture_output=True, text=True, timeout=120
     )
 
 

@@ -8,12 +8,12 @@ import uuid
 import pytest
 import websockets
 
-from conftest import http, recv_json, ws_connect
+from conftest import ASGI_APP_ROLE, http, recv_json, ws_connect
 
 
 async def _sockets_on_two_replicas(room: str, within: float = 20.0):
-    """Open sockets until two hello frames name different Daphne replicas (bounded in time:
-    nginx briefly avoids a replica that just restarted)."""
+    """Open sockets until two hello frames name different Daphne replicas holding them
+    (bounded in time: nginx briefly avoids a replica that just restarted)."""
     opened, seen = [], {}
     deadline = time.monotonic() + within
     while len(seen) < 2 and time.monotonic() < deadline:
@@ -21,8 +21,9 @@ async def _sockets_on_two_replicas(room: str, within: float = 20.0):
         opened.append(socket)
         hello = await recv_json(socket)
         assert hello["type"] == "hello"
-        assert hello["server"].startswith("daphne/")
-        seen.setdefault(hello["server"], socket)
+        assert hello["server"].startswith(ASGI_APP_ROLE)  # who ran the consumer
+        assert hello["interface"].startswith("daphne/")  # who holds the socket
+        seen.setdefault(hello["interface"], socket)
         if len(seen) < 2 and len(opened) % 4 == 0:
             await asyncio.sleep(1)
     keep = list(seen.values())

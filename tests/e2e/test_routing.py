@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import pytest
 import websockets
 
-from conftest import BASE_URL, ORIGIN, REPO, Response, compose, http, recv_json
+from conftest import BASE_URL, ENV_FILE, ORIGIN, Response, compose, http, recv_json
 
 ADDRESS = urllib.parse.urlsplit(BASE_URL)
 DAPHNE, UWSGI = "daphne/", "uwsgi/"
@@ -68,10 +68,10 @@ BY_NAME = {mode.name: mode for mode in MODES}
 
 
 def dotenv(name: str, default: str = "") -> str:
-    """A setting as compose sees it: the environment, else the repository's .env."""
+    """A setting as compose sees it: the environment, else the stack's env file."""
     if os.environ.get(name):
         return os.environ[name]
-    for line in (REPO / ".env").read_text().splitlines():
+    for line in ENV_FILE.read_text().splitlines():
         if line.startswith(f"{name}="):
             return line.split("=", 1)[1] or default
     return default

@@ -5,7 +5,7 @@ import re
 import shutil
 import subprocess
 
-from conftest import REPO, compose, run_task
+from conftest import ENV_FILE, REPO, compose, run_task
 
 
 def _calls(service: str, command: str) -> int:
@@ -30,7 +30,7 @@ def test_every_shard_of_the_running_stack_carries_traffic():
 
 def test_redis_shards_four_configures_four_servers(tmp_path):
     env_file = tmp_path / ".env"
-    shutil.copy(REPO / ".env", env_file)
+    shutil.copy(ENV_FILE, env_file)
     env = os.environ | {"ENV_FILE": str(env_file), "REDIS_SHARDS": "4"}
     subprocess.run([str(REPO / "scripts/init-env")], env=env, check=True, capture_output=True)
     config = subprocess.run(
@@ -46,7 +46,7 @@ def test_redis_shards_four_configures_four_servers(tmp_path):
 
 def test_redis_shards_out_of_range_is_refused(tmp_path):
     env_file = tmp_path / ".env"
-    shutil.copy(REPO / ".env", env_file)
+    shutil.copy(ENV_FILE, env_file)
     result = subprocess.run(
         [str(REPO / "scripts/init-env")],
         env=os.environ | {"ENV_FILE": str(env_file), "REDIS_SHARDS": "9"},

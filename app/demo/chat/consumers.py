@@ -1,17 +1,19 @@
-"""Consumers: the chat WebSocket and the background task channels (``thumbnail``, ``tasks``)."""
+"""Consumers: the chat and echo WebSockets, and the background task channels (``thumbnail``, ``tasks``)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
 from channels.consumer import SyncConsumer
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
 from django.conf import settings
 from django.utils import timezone
 
-from channels_kit.identity import server_identity
+from channels_kit.consumers import GroupFrameMixin, group_frame
+from channels_kit.identity import interface_identity, server_identity
 from chat.models import Message, Task
 
 logger = logging.getLogger(__name__)
@@ -25,20 +27,21 @@ def room_group(room: str) -> str:
     return f"chat.{room}"
 
 
-CHAT_MESSAGE_EVENT = "chat.message"
+def chat_message_frame(message: Message) -> dict:
+    """The group message that carries a stored chat message to every listener of its room:
+    the contract's ``{"type": "message", ...}`` frame, ready for the sockets."""
+    return group_frame(json.dumps(message.as_event()))
 
 
-def chat_message_event(message: Message) -> dict:
-    """The group event that carries a stored chat message to every listener of its room."""
-    return {"type": CHAT_MESSAGE_EVENT, "event": message.as_event()}
-
-
-class ChatConsumer(AsyncJsonWebsocketConsumer):
+class ChatConsumer(GroupFrameMixin, AsyncJsonWebsocketConsumer):
     """``/ws/chat/<room>/``: hello frame first, then every message in the room.
 
-    A message is stored, then sent to the room's group as a ``chat.message`` event
-    (``{"type": "chat.message", "event": <the message as the contract shows it>}``);
-    the long-poll view (``chat.longpoll``) listens for the same event.
+    A message is stored, then sent to the room's group as a ready ``websocket.send``
+    frame (``chat_message_frame``): in relay mode the interface servers write it to
+    their sockets with no worker in between; ``GroupFrameMixin`` does it in direct
+    mode. The long-poll view (``chat.longpoll``) listens for the same frames.
+    The consumer keeps only plain data (``room``, ``group``), so in relay mode its
+    state travels with every event and any worker can handle the next one.
     """
 
     async def connect(self) -> None:
@@ -47,7 +50,13 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
         await self.send_json(
-            {"type": "hello", "server": server_identity(), "room": self.room, "user": self.username()}
+            {
+                "type": "hello",
+                "server": server_identity(),
+                "interface": interface_identity(self.scope),
+                "room": self.room,
+                "user": self.username(),
+            }
         )
 
     def username(self) -> str | None:
@@ -69,7 +78,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json({"type": "error", "error": f"message longer than {limit} characters"})
             return
         message = await database_sync_to_async(Message.objects.create)(room=self.room, text=text)
-        await self.channel_layer.group_send(self.group, chat_message_event(message))
+        await self.channel_layer.group_send(self.group, chat_message_frame(message))
 
     async def decode_json(self, text_data):
         try:
@@ -77,9 +86,16 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         except ValueError:
             return None
 
-    async def chat_message(self, event: dict) -> None:
-        """Group event: forward a stored message to this socket."""
-        await self.send_json(event["event"])
+
+
+class EchoConsumer(AsyncWebsocketConsumer):
+    """``/ws/echo/``: every frame straight back (the WebSocket benchmark's endpoint)."""
+
+    async def connect(self) -> None:
+        await self.accept()
+
+    async def receive(self, text_data=None, bytes_data=None) -> None:
+        await self.send(text_data=text_data, bytes_data=bytes_data)
 
 
 class TaskConsumer(SyncConsumer):

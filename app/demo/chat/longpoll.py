@@ -1,18 +1,22 @@
-"""``GET /poll/<room>/``: long-poll for the next chat message of a room (served by Daphne).
+"""``GET /poll/<room>/``: long-poll for the next chat message of a room.
 
 The view joins the room's channel-layer group on a channel of its own, exactly as
-a WebSocket consumer does, waits for the group's next ``chat.message`` event and
-answers it as JSON; nothing within the timeout gives 204. The group membership
+a WebSocket consumer does, waits for the group's next message frame (what the chat
+consumer sends the sockets) and answers it as JSON; nothing within the timeout gives
+204. The group membership
 is dropped on every way out: answer, timeout, error, or the client going away
 (Django cancels the view when the connection closes).
 
 It is an async view so that a waiting request costs a coroutine, not a thread:
-route it to Daphne. Under WSGI it would work, holding a thread for the whole wait.
+route it to the ASGI tier (Daphne in direct mode, the workers in relay mode, where
+each wait holds one of a worker's ``WORKER_HTTP_CONCURRENCY`` slots). Under WSGI it
+would work, holding a thread for the whole wait.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 
 from channels.layers import get_channel_layer
@@ -20,7 +24,8 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
 
-from chat.consumers import CHAT_MESSAGE_EVENT, room_group
+from channels_kit.consumers import FRAME_TYPE
+from chat.consumers import room_group
 
 
 def poll_timeout(requested: str | None) -> float:
@@ -44,8 +49,10 @@ async def next_chat_message(room: str, timeout: float) -> dict | None:
         async with asyncio.timeout(timeout):
             while True:
                 event = await layer.receive(channel)
-                if event.get("type") == CHAT_MESSAGE_EVENT:
-                    return event["event"]
+                if event.get("type") == FRAME_TYPE and event.get("text"):
+                    frame = json.loads(event["text"])
+                    if frame.get("type") == "message":
+                        return frame
     except TimeoutError:
         return None
     finally:

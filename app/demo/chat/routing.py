@@ -1,12 +1,17 @@
 """Routes of the chat's ASGI protocols."""
 
+from channels.auth import AuthMiddlewareStack
 from django.urls import re_path
 
-from chat.consumers import ChatConsumer, TaskConsumer
+from chat.consumers import ChatConsumer, EchoConsumer, TaskConsumer
 from chat.models import ROOM_PATTERN, Task
 
 websocket_urlpatterns = [
-    re_path(rf"^ws/chat/(?P<room>{ROOM_PATTERN})/$", ChatConsumer.as_asgi()),
+    # The chat greets the session's user: sessions and auth for it alone. In relay mode
+    # that middleware runs for every event (a worker builds each consumer afresh).
+    re_path(rf"^ws/chat/(?P<room>{ROOM_PATTERN})/$", AuthMiddlewareStack(ChatConsumer.as_asgi())),
+    # The echo needs nobody's identity (it is the WebSocket benchmark's endpoint).
+    re_path(r"^ws/echo/$", EchoConsumer.as_asgi()),
 ]
 
 # Every task channel runs the same consumer; which workers serve which channel is

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -13,10 +14,13 @@ from django.shortcuts import get_object_or_404, render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from channels_kit.identity import server_identity
+from channels_kit.identity import interface_identity, server_identity
 from chat.models import ROOM_PATTERN, Message, Task
 
 DEFAULT_ROOM = "lobby"
+# GET /io/: how long the view blocks by default, and at most (milliseconds).
+IO_DEFAULT_MS = 50
+IO_MAX_MS = 1000
 
 
 def recent_messages(room: str) -> list[Message]:
@@ -35,6 +39,7 @@ def index(request: HttpRequest) -> HttpResponse:
         "room": room,
         "history": recent_messages(room),
         "server": server_identity(),
+        "interface": interface_identity(getattr(request, "scope", None)),
         "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,
         "socket_host": settings.CHAT_SOCKET_HOST,
     }
@@ -58,6 +63,22 @@ def whoami(request: HttpRequest) -> JsonResponse:
             "host": request.get_host(),
         }
     )
+
+
+@require_GET
+def io(request: HttpRequest) -> JsonResponse:
+    """Block ``?ms=`` milliseconds (default 50, at most 1000), as a slow database call would.
+
+    A plain synchronous view: it holds its thread for the whole wait, which is what
+    shows the worker tier scaling in relay mode (``make scaling``, axis ``io``).
+    """
+    try:
+        ms = int(request.GET.get("ms", IO_DEFAULT_MS))
+    except ValueError:
+        ms = IO_DEFAULT_MS
+    ms = min(max(ms, 0), IO_MAX_MS)
+    time.sleep(ms / 1000)
+    return JsonResponse({"slept_ms": ms, "server": server_identity()})
 
 
 @require_GET

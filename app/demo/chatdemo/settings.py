@@ -49,6 +49,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "chat.faults.FaultInjectionMiddleware",
 ]
 
 ROOT_URLCONF = "chatdemo.urls"
@@ -106,6 +107,9 @@ CHAT_SOCKET_HOST = env_str("CHAT_SOCKET_HOST")
 # may ask for another wait, at most LONGPOLL_MAX_TIMEOUT (keep it below DAPHNE_HTTP_TIMEOUT).
 LONGPOLL_TIMEOUT = env_float("LONGPOLL_TIMEOUT", 25.0)
 LONGPOLL_MAX_TIMEOUT = env_float("LONGPOLL_MAX_TIMEOUT", 60.0)
+
+# Share of requests answered 500 (0-1), to try staged rollouts on (chat.faults).
+DEMO_FAULT_RATE = env_float("DEMO_FAULT_RATE", 0.0)
 
 SESSION_COOKIE_HTTPONLY = True
 # Empty: the cookie belongs to the exact host that set it. Set it to the parent domain

@@ -12,6 +12,7 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
     path("whoami", views.whoami, name="whoami"),
+    path("io/", views.io, name="io"),
     re_path(rf"^history/(?P<room>{ROOM_PATTERN})/$", views.history, name="history"),
     re_path(rf"^poll/(?P<room>{ROOM_PATTERN})/$", longpoll.poll, name="poll"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),

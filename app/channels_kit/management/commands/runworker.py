@@ -4,6 +4,8 @@
     manage.py runworker --exclude-channels=thumbnail      # all but the slow one
     manage.py runworker --only-channels=thumbnail --concurrency=2
     manage.py runworker --metrics-port=9100                # Prometheus /metrics on :9100
+    manage.py runworker --relay                            # also HTTP and WebSockets (relay mode)
+    manage.py runworker --relay --only-channels='http.*'   # relay mode, web pages only
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from channels.routing import get_default_application
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import CommandError
 
-from channels_kit.channel_selection import NoChannelsError, routed_channels, select_channels
-from channels_kit.conf import env_float, env_int, env_list, env_str
+from channels_kit.channel_selection import NoChannelsError, routed_channels, routed_protocols, select_channels
+from channels_kit.conf import asgi_mode, env_float, env_int, env_list, env_str
 from channels_kit.metrics import MetricsServer
+from channels_kit.relay.protocol import HTTP_CHANNELS, WEBSOCKET_CHANNELS
+from channels_kit.relay.worker import RelayHandler
 from channels_kit.slots import errors_logger
 from channels_kit.worker import KitWorker
 
@@ -29,6 +33,10 @@ logger = logging.getLogger("channels_kit.worker")
 
 DEFAULT_HEARTBEAT_FILE = "/tmp/channels-kit/worker.heartbeat"
 DEFAULT_CONCURRENCY = 1
+# Relay mode: requests and WebSocket events each run on an instance of their own, and
+# async views (long-poll) wait without a thread, so more of them run side by side.
+DEFAULT_HTTP_CONCURRENCY = 8
+DEFAULT_WEBSOCKET_CONCURRENCY = 16
 # Below compose's stop_grace_period (30 s) for the worker services, so the drain
 # ends before Docker's SIGKILL.
 DEFAULT_GRACE_PERIOD_SECONDS = 25.0
@@ -39,6 +47,20 @@ def split_globs(values: list[str] | None, env_name: str) -> list[str]:
     if values is None:
         return env_list(env_name)
     return [glob.strip() for value in values for glob in value.split(",") if glob.strip()]
+
+
+def relay_channels(application) -> list[str]:
+    """The work channels of relay mode for the protocols ``application`` routes."""
+    protocols = routed_protocols(application)
+    return [
+        *(HTTP_CHANNELS if "http" in protocols else ()),
+        *(WEBSOCKET_CHANNELS if "websocket" in protocols else ()),
+    ]
+
+
+def option_or_env(value, env_name: str, default, read=env_int):
+    """A command-line value, else the environment's, else ``default``."""
+    return read(env_name, default) if value is None else value
 
 
 def send_consumer_errors_to_stderr() -> None:
@@ -89,6 +111,28 @@ class Command(runworker.Command):
             f"default {DEFAULT_CONCURRENCY}).",
         )
         parser.add_argument(
+            "--relay",
+            action="store_true",
+            default=None,
+            help="Relay mode: also serve the HTTP requests and WebSocket events that the "
+            "interface servers relay (http.request, websocket.*), through the project's ASGI "
+            "application (default: on when ASGI_MODE=relay).",
+        )
+        parser.add_argument(
+            "--http-concurrency",
+            type=int,
+            metavar="N",
+            help="Relay mode: HTTP requests in flight in this process (env WORKER_HTTP_CONCURRENCY, "
+            f"default {DEFAULT_HTTP_CONCURRENCY}).",
+        )
+        parser.add_argument(
+            "--websocket-concurrency",
+            type=int,
+            metavar="N",
+            help="Relay mode: WebSocket events in flight per websocket.* channel in this process "
+            f"(env WORKER_WEBSOCKET_CONCURRENCY, default {DEFAULT_WEBSOCKET_CONCURRENCY}).",
+        )
+        parser.add_argument(
             "--grace-period",
             type=float,
             metavar="SECONDS",
@@ -112,19 +156,32 @@ class Command(runworker.Command):
         try:
             only = split_globs(options["only_channels"], "WORKER_ONLY_CHANNELS")
             exclude = split_globs(options["exclude_channels"], "WORKER_EXCLUDE_CHANNELS")
-            concurrency = options["concurrency"]
-            if concurrency is None:
-                concurrency = env_int("WORKER_CONCURRENCY", DEFAULT_CONCURRENCY)
-            grace_period = options["grace_period"]
-            if grace_period is None:
-                grace_period = env_float("WORKER_GRACE_PERIOD_SECONDS", DEFAULT_GRACE_PERIOD_SECONDS)
-            metrics_port = options["metrics_port"]
-            if metrics_port is None:
-                metrics_port = env_int("WORKER_METRICS_PORT", 0)
+            concurrency = option_or_env(options["concurrency"], "WORKER_CONCURRENCY", DEFAULT_CONCURRENCY)
+            http_concurrency = option_or_env(
+                options["http_concurrency"], "WORKER_HTTP_CONCURRENCY", DEFAULT_HTTP_CONCURRENCY
+            )
+            websocket_concurrency = option_or_env(
+                options["websocket_concurrency"],
+                "WORKER_WEBSOCKET_CONCURRENCY",
+                DEFAULT_WEBSOCKET_CONCURRENCY,
+            )
+            grace_period = option_or_env(
+                options["grace_period"],
+                "WORKER_GRACE_PERIOD_SECONDS",
+                DEFAULT_GRACE_PERIOD_SECONDS,
+                env_float,
+            )
+            metrics_port = option_or_env(options["metrics_port"], "WORKER_METRICS_PORT", 0)
+            relay = options["relay"] or asgi_mode() == "relay"
         except ImproperlyConfigured as exc:
             raise CommandError(str(exc)) from None
-        if concurrency < 1:
-            raise CommandError(f"--concurrency must be at least 1, not {concurrency}")
+        for flag, value in (
+            ("--concurrency", concurrency),
+            ("--http-concurrency", http_concurrency),
+            ("--websocket-concurrency", websocket_concurrency),
+        ):
+            if value < 1:
+                raise CommandError(f"{flag} must be at least 1, not {value}")
         if grace_period < 0:
             raise CommandError(f"--grace-period must not be negative, not {grace_period:g}")
         if not 0 <= metrics_port <= 65535:
@@ -132,8 +189,9 @@ class Command(runworker.Command):
 
         application = get_default_application()
         named, routed = list(options["channels"]), routed_channels(application)
+        relayed = relay_channels(application) if relay else []
         try:
-            channels = select_channels([*named, *routed], only=only, exclude=exclude)
+            channels = select_channels([*named, *routed, *relayed], only=only, exclude=exclude)
         except NoChannelsError as exc:
             raise CommandError(str(exc)) from None
         channel_layer = get_channel_layer(options["layer"])
@@ -142,19 +200,26 @@ class Command(runworker.Command):
 
         send_consumer_errors_to_stderr()
         logger.info(
-            "runworker: serving %s (named %s, routed %s, only %s, exclude %s)",
+            "runworker: serving %s (named %s, routed %s, relayed %s, only %s, exclude %s)",
             ", ".join(channels),
             named,
             routed,
+            relayed,
             only,
             exclude,
         )
+        channel_concurrency = {channel: http_concurrency for channel in HTTP_CHANNELS} | {
+            channel: websocket_concurrency for channel in WEBSOCKET_CHANNELS
+        }
         heartbeat = options["heartbeat_file"]
         worker = KitWorker(
             application=application,
             channels=channels,
             channel_layer=channel_layer,
             concurrency=concurrency,
+            channel_concurrency=channel_concurrency,
+            relay_handler=RelayHandler(application, channel_layer) if set(relayed) & set(channels) else None,
+            relay_channels=relayed,
             grace_period=grace_period,
             heartbeat_path=Path(heartbeat) if heartbeat else None,
             heartbeat_interval=env_float("WORKER_HEARTBEAT_INTERVAL", 5.0),

@@ -44,7 +44,8 @@
     socket.onmessage = function (event) {
       var data = JSON.parse(event.data);
       if (data.type === "hello") {
-        socketServer.textContent = data.server;
+        // The interface server holding the socket (Daphne); in relay mode a worker answered.
+        socketServer.textContent = data.interface || data.server;
       } else if (data.type === "message") {
         append(data.message, "message");
       } else if (data.type === "error") {

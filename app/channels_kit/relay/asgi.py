@@ -1,0 +1,24 @@
+"""``daphne channels_kit.relay.asgi:application``: the relay, configured from the environment.
+
+Needs no Django project: the channel layer comes from ``REDIS_URLS`` and friends
+(``channels_kit.conf``), the rest from the variables below (``.env.example``).
+"""
+
+from __future__ import annotations
+
+from channels_kit.conf import channel_layer_from_env, env_float, env_int, env_str
+from channels_kit.relay.interface import RelayApplication, RelaySettings
+
+
+def settings_from_env() -> RelaySettings:
+    """``RelaySettings`` from ``RELAY_*`` variables (the timeout defaults to Daphne's ``--http-timeout``)."""
+    return RelaySettings(
+        timeout=env_float("RELAY_TIMEOUT", env_float("DAPHNE_HTTP_TIMEOUT", 120.0)),
+        max_body=env_int("MAX_REQUEST_BYTES", 1024 * 1024),
+        health_path=env_str("RELAY_HEALTH_PATH", "/healthz"),
+        max_queued_events=env_int("RELAY_MAX_QUEUED_EVENTS", 100),
+        group_refresh=env_float("RELAY_GROUP_REFRESH_SECONDS", 60.0),
+    )
+
+
+application = RelayApplication(channel_layer_from_env(), settings_from_env())

@@ -1,0 +1,597 @@
+"""The interface server's half of relay mode: an ASGI application that runs no project code.
+
+Daphne serves it (``daphne channels_kit.relay.asgi:application``). It terminates HTTP,
+long-poll and WebSocket connections and moves their events over the channel layer to
+workers, which run the project's own ASGI application (``channels_kit.relay.worker``):
+
+- **HTTP**: the whole request goes to ``http.request``; the response comes back on the
+  request's reply channel. No ``http.response.start`` within ``timeout``: 503.
+- **WebSocket**: each event (connect, every frame, disconnect) goes to its work channel,
+  one at a time and in order, carrying the consumer's state; a worker runs the event
+  and answers ``relay.done`` with the new state. So any worker can take the next event,
+  and a worker restart loses nothing a socket needs. Group messages of type
+  ``websocket.send`` go straight to the sockets, with no worker in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from channels.exceptions import ChannelFull
+
+from channels_kit.identity import server_identity, server_role
+from channels_kit.relay.groups import GroupRegistry
+from channels_kit.relay.protocol import (
+    CONNECTION_INFIX,
+    DONE,
+    GROUP_ADD,
+    GROUP_DISCARD,
+    HTTP_DISCONNECT,
+    HTTP_REQUEST,
+    HTTP_TAKEN,
+    RELAY_CHANNEL_PREFIX,
+    WEBSOCKET_CONNECT,
+    WEBSOCKET_DISCONNECT,
+    WEBSOCKET_EVENT,
+    WEBSOCKET_RECEIVE,
+    process_prefix,
+    scope_to_wire,
+    unbatch,
+    work_message,
+)
+
+logger = logging.getLogger("channels_kit.relay")
+
+Receive = Callable[[], Awaitable[dict]]
+Send = Callable[[dict], Awaitable[None]]
+
+RELAYED_BY_HEADER = b"x-relayed-by"
+# WebSocket close codes of the relay. Applications may send only 1000 and 3000-4999
+# (RFC 6455 7.4.2; Autobahn refuses the rest), so the relay's own are private codes
+# that mirror HTTP: no worker answered in time, too many frames queued, the consumer (or
+# the relay itself) failed.
+CLOSE_NO_WORKER = 4503
+CLOSE_TOO_MANY_FRAMES = 4429
+CLOSE_CONSUMER_ERROR = 4500
+# Group messages that may wait for a socket's accept (they are dropped beyond that).
+MAX_EARLY_FRAMES = 100
+# Keys of the ASGI messages a worker may send, as passed on to the server.
+ACCEPT_KEYS = ("type", "subprotocol", "headers")
+SEND_KEYS = ("type", "text", "bytes")
+CLOSE_KEYS = ("type", "code", "reason")
+
+
+@dataclass
+class RelaySettings:
+    """How the relay behaves; ``channels_kit.relay.asgi`` reads them from the environment."""
+
+    # Seconds a worker has to start an HTTP response or finish a WebSocket event.
+    timeout: float = 120.0
+    # Largest request body relayed; bigger ones get 413.
+    max_body: int = 1024 * 1024
+    # Answered by the interface itself (liveness): every other path goes to the workers.
+    health_path: str = "/healthz"
+    # Frames of one socket waiting for a worker before the socket is closed (4429).
+    max_queued_events: int = 100
+    # Seconds between renewals of this interface's group memberships.
+    group_refresh: float = 60.0
+    identity: str = field(default_factory=server_identity)
+    role: str = field(default_factory=server_role)
+
+
+@dataclass
+class RelayStats:
+    """Counters of one interface process, shown by its health endpoint."""
+
+    http_requests: int = 0
+    http_timeouts: int = 0
+    http_rejected: int = 0
+    websocket_connections: int = 0
+    websocket_open: int = 0
+    websocket_events: int = 0
+    websocket_events_dropped: int = 0
+    websocket_timeouts: int = 0
+
+
+class Inbox:
+    """Messages of one reply channel, read by a task of its own so waits can time out safely."""
+
+    def __init__(self, layer: Any, channel: str) -> None:
+        self.queue: asyncio.Queue[dict] = asyncio.Queue()
+        self._task = asyncio.ensure_future(self._read(layer, channel))
+
+    async def _read(self, layer: Any, channel: str) -> None:
+        while True:
+            for message in unbatch(await layer.receive(channel)):
+                self.queue.put_nowait(message)
+
+    async def get(self, timeout: float) -> dict | None:
+        """The next message, or None when none came within ``timeout`` seconds."""
+        if self._task.done() and self.queue.empty():
+            self._task.result()  # the layer failed: raise its error
+        try:
+            return await asyncio.wait_for(self.queue.get(), max(0.0, timeout))
+        except TimeoutError:
+            return None
+
+    def close(self) -> None:
+        self._task.cancel()
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | int | None:
+    """The request body; 413 when it exceeds ``limit``; None when the client left."""
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return 413
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _until_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _plain_response(send: Send, status: int, text: str, extra: list | None = None) -> None:
+    body = text.encode("utf8")
+    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers + (extra or [])})
+    await send({"type": "http.response.body", "body": body})
+
+
+class RelayApplication:
+    """The ASGI application of an interface server in relay mode."""
+
+    def __init__(self, layer: Any, settings: RelaySettings | None = None) -> None:
+        if layer is None:
+            raise ValueError("relay mode needs a channel layer shared with the workers (REDIS_URLS)")
+        self.layer = layer
+        self.settings = settings or RelaySettings()
+        self.stats = RelayStats()
+        self._prefix: str | None = None
+        self._registry: GroupRegistry | None = None
+        self._background: set[asyncio.Task] = set()
+        self._identity_header = (RELAYED_BY_HEADER, self.settings.identity.encode())
+
+    async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "websocket":
+            await WebsocketConnection(self, scope, receive, send).run()
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        else:
+            raise ValueError(f"the relay serves http and websocket, not {kind!r}")
+
+    # --- names and bookkeeping ------------------------------------------------------
+
+    async def prefix(self) -> str:
+        """This process's part of every relay channel name: ``relay.<process id>!``."""
+        if self._prefix is None:
+            self._prefix = process_prefix(await self.layer.new_channel(RELAY_CHANNEL_PREFIX))
+        return self._prefix
+
+    async def new_channel(self) -> str:
+        """A reply channel for one connection."""
+        return f"{await self.prefix()}{CONNECTION_INFIX}{uuid.uuid4().hex}"
+
+    async def registry(self) -> GroupRegistry:
+        """The group memberships of this process."""
+        if self._registry is None:
+            self._registry = GroupRegistry(self.layer, await self.prefix(), self.settings.group_refresh)
+        return self._registry
+
+    def background(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task:
+        """Run ``coroutine`` beyond the server's application instance (bounded by its own deadlines)."""
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    def wire_scope(self, scope: dict, reply: str) -> dict:
+        """The scope as workers get it, with the interface named in ``scope["relay"]``."""
+        return scope_to_wire(scope, {"relay": {"interface": self.settings.identity, "channel": reply}})
+
+    # --- HTTP -------------------------------------------------------------------------
+
+    async def _http(self, scope: dict, receive: Receive, send: Send) -> None:
+        if scope.get("path") == self.settings.health_path and scope.get("method") in ("GET", "HEAD"):
+            await self._health(send)
+            return
+        body = await _read_body(receive, self.settings.max_body)
+        if body is None:
+            return
+        served_by = [self._identity_header]
+        if body == 413:
+            await _plain_response(
+                send, 413, f"request body larger than {self.settings.max_body} bytes\n", served_by
+            )
+            return
+        self.stats.http_requests += 1
+        reply = await self.new_channel()
+        message = work_message(
+            reply=reply,
+            scope=self.wire_scope(scope, reply),
+            event={"type": "http.request", "body": body, "more_body": False},
+            timeout=self.settings.timeout,
+        )
+        inbox = Inbox(self.layer, reply)
+        try:
+            await self.layer.send(HTTP_REQUEST, message)
+        except ChannelFull:
+            inbox.close()
+            self.stats.http_rejected += 1
+            await _plain_response(
+                send, 503, "every worker is busy: the http.request queue is full\n", served_by
+            )
+            return
+        await self._relay_response(inbox, message["relay"]["deadline"], receive, send)
+
+    async def _relay_response(self, inbox: Inbox, deadline: float, receive: Receive, send: Send) -> None:
+        """Pass the worker's response on; 503 when it does not start before ``deadline``."""
+        disconnect = asyncio.ensure_future(_until_disconnect(receive))
+        started = finished = False
+        worker_channel: str | None = None
+        try:
+            while not finished:
+                limit = deadline if not started else time.time() + self.settings.timeout
+                getting = asyncio.ensure_future(inbox.get(limit - time.time()))
+                await asyncio.wait({getting, disconnect}, return_when=asyncio.FIRST_COMPLETED)
+                if not getting.done():
+                    getting.cancel()  # the client left; Inbox.get loses nothing when cancelled
+                    self.background(self._orphaned(inbox, worker_channel, deadline))
+                    inbox = None
+                    return
+                message = getting.result()
+                if message is None:
+                    if not started:
+                        self.stats.http_timeouts += 1
+                        await _plain_response(
+                            send,
+                            503,
+                            f"no worker answered within {self.settings.timeout:g} s\n",
+                            [self._identity_header],
+                        )
+                    else:
+                        await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    return
+                kind = message.get("type")
+                if kind == HTTP_TAKEN:
+                    worker_channel = message.get("channel")
+                elif kind == "http.response.start" and not started:
+                    started = True
+                    headers = [(bytes(k), bytes(v)) for k, v in message.get("headers", [])]
+                    await send(
+                        {
+                            "type": "http.response.start",
+                            "status": message["status"],
+                            "headers": [*headers, self._identity_header],
+                        }
+                    )
+                elif kind == "http.response.body" and started:
+                    finished = not message.get("more_body", False)
+                    await send(
+                        {
+                            "type": "http.response.body",
+                            "body": message.get("body", b""),
+                            "more_body": not finished,
+                        }
+                    )
+        finally:
+            disconnect.cancel()
+            if inbox is not None:
+                inbox.close()
+
+    async def _orphaned(self, inbox: Inbox, worker_channel: str | None, deadline: float) -> None:
+        """The client left before the response ended: tell the worker (once it is known)."""
+        try:
+            while worker_channel is None:
+                message = await inbox.get(deadline - time.time())
+                if message is None or message.get("type") == "http.response.start":
+                    return  # nobody took it in time, or the response is under way anyway
+                if message.get("type") == HTTP_TAKEN:
+                    worker_channel = message.get("channel")
+            await self.layer.send(worker_channel, {"type": HTTP_DISCONNECT})
+        except Exception:
+            logger.exception("could not tell a worker that its client went away")
+        finally:
+            inbox.close()
+
+    async def _health(self, send: Send) -> None:
+        body = {
+            "status": "ok",
+            "server": self.settings.identity,
+            "role": self.settings.role,
+            "mode": "relay",
+            "relay": vars(self.stats) | {"groups": len(self._registry.joined) if self._registry else 0},
+        }
+        data = json.dumps(body).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(data)).encode()),
+            (b"x-served-by", self.settings.identity.encode()),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": data})
+
+    # --- lifespan (servers that send it: uvicorn, hypercorn) ---------------------------
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self._registry is not None:
+                    await self._registry.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+class WebsocketConnection:
+    """One client socket in relay mode.
+
+    Events for workers wait in a queue and go out one at a time, each carrying the
+    consumer's state, so they run in order on whichever worker takes them. Messages on
+    the connection's channel (the worker's ``websocket.*`` replies, ``relay.done``,
+    group changes, direct layer messages) are handled by a reader of their own.
+    """
+
+    CONNECTING, OPEN, CLOSING, CLOSED = "connecting", "open", "closing", "closed"
+
+    def __init__(self, app: RelayApplication, scope: dict, receive: Receive, send: Send) -> None:
+        self.app = app
+        self.layer = app.layer
+        self.scope = scope
+        self.receive = receive
+        self.send = send
+        self.state = self.CONNECTING
+        self.groups: set[str] = set()
+        self.channel = ""
+        self.consumer_state: dict = {}
+        self.answered = False  # a worker has handled this socket's connect
+        self._events: collections.deque[tuple[str, dict]] = collections.deque()
+        self._event_ready = asyncio.Event()
+        self._seq = 0
+        self._inflight: tuple[int, asyncio.Future[dict]] | None = None
+        self._early: list[dict] = []
+        self._opened = asyncio.Event()
+        self._reader: asyncio.Task | None = None
+
+    async def run(self) -> None:
+        """Serve the socket until the client goes; the queued events then finish in the background."""
+        connect = await self.receive()
+        if connect["type"] != "websocket.connect":
+            return
+        self.app.stats.websocket_connections += 1
+        self.channel = await self.app.new_channel()
+        self.wire_scope = self.app.wire_scope(self.scope, self.channel)
+        self.registry = await self.app.registry()
+        self._reader = self.app.background(self._read_replies())
+        self.app.background(self._dispatch())
+        self._enqueue(WEBSOCKET_CONNECT, {"type": "websocket.connect"})
+        try:
+            while True:
+                message = await self.receive()
+                kind = message["type"]
+                if kind == "websocket.receive":
+                    if len(self._events) >= self.app.settings.max_queued_events:
+                        logger.warning(
+                            "closing socket %s: %d frames wait for a worker", self.channel, len(self._events)
+                        )
+                        await self._close(CLOSE_TOO_MANY_FRAMES)
+                        continue
+                    frame = {key: message[key] for key in SEND_KEYS if message.get(key) is not None}
+                    self._enqueue(WEBSOCKET_RECEIVE, frame | {"type": "websocket.receive"})
+                elif kind == "websocket.disconnect":
+                    self._disconnected(message.get("code", 1005))
+                    return
+        finally:
+            # Cancelled by the server (shutting down, say): the socket is gone all the same.
+            self._disconnected(1006)
+
+    def _disconnected(self, code: int) -> None:
+        if self.state == self.CLOSED:
+            return
+        if self.state == self.OPEN:
+            self.app.stats.websocket_open -= 1
+        self.state = self.CLOSED
+        self.registry.forget(self)
+        self._enqueue(WEBSOCKET_DISCONNECT, {"type": "websocket.disconnect", "code": code})
+
+    def _enqueue(self, channel: str, event: dict) -> None:
+        self._events.append((channel, event))
+        self._event_ready.set()
+
+    # --- to the workers -------------------------------------------------------------
+
+    async def _dispatch(self) -> None:
+        try:
+            while True:
+                while not self._events:
+                    self._event_ready.clear()
+                    await self._event_ready.wait()
+                channel, event = self._events.popleft()
+                if channel == WEBSOCKET_DISCONNECT:
+                    if self.answered:
+                        await self._send_event(channel, event, wait=False)
+                    return
+                outcome, deadline = await self._send_event(channel, event, wait=True)
+                if channel == WEBSOCKET_CONNECT:
+                    await self._settle_connect(outcome, deadline)
+        except Exception:
+            logger.exception("relaying events of socket %s failed", self.channel)
+            await self._close(CLOSE_CONSUMER_ERROR)
+        finally:
+            if self._reader is not None:
+                self._reader.cancel()
+
+    async def _send_event(self, channel: str, event: dict, wait: bool) -> tuple[str, float]:
+        """Send one event; with ``wait``, until its ``relay.done``. Returns ``(outcome, deadline)``,
+        the outcome being ``done``, ``sent`` (not waited for), ``full`` or ``timeout``."""
+        self._seq += 1
+        message = work_message(
+            reply=self.channel,
+            scope=self.wire_scope,
+            event=event,
+            timeout=self.app.settings.timeout,
+            seq=self._seq,
+            state=self.consumer_state,
+        )
+        deadline = message["relay"]["deadline"]
+        done: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
+        if wait:
+            self._inflight = (self._seq, done)
+        try:
+            await self.layer.send(channel, message)
+            self.app.stats.websocket_events += 1
+            if not wait:
+                return "sent", deadline
+            await asyncio.wait_for(asyncio.shield(done), deadline - time.time())
+            return "done", deadline
+        except ChannelFull:
+            self.app.stats.websocket_events_dropped += 1
+            logger.warning(
+                "dropped %s #%d of socket %s: the channel is full", channel, self._seq, self.channel
+            )
+            return "full", deadline
+        except TimeoutError:
+            self.app.stats.websocket_timeouts += 1
+            logger.warning(
+                "no worker finished %s #%d of socket %s within %g s; dropped",
+                channel,
+                self._seq,
+                self.channel,
+                self.app.settings.timeout,
+            )
+            return "timeout", deadline
+        finally:
+            self._inflight = None
+
+    async def _settle_connect(self, outcome: str, deadline: float) -> None:
+        """After the connect event: an accept may still come until the deadline; then close cleanly."""
+        if self.state != self.CONNECTING:
+            return
+        if outcome == "done":
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._opened.wait(), deadline - time.time())
+            if self.state != self.CONNECTING:
+                return
+        if self.answered:
+            # The application neither accepted nor closed: reject, as Daphne would.
+            await self.send({"type": "websocket.close"})
+        else:
+            # No worker took the connect: accept, to be able to say so with a close code.
+            await self.send({"type": "websocket.accept"})
+            await self.send({"type": "websocket.close", "code": CLOSE_NO_WORKER})
+        self.state = self.CLOSING
+
+    # --- from the workers and the layer ---------------------------------------------------
+
+    async def _read_replies(self) -> None:
+        try:
+            while True:
+                for message in unbatch(await self.layer.receive(self.channel)):
+                    try:
+                        await self._handle(message)
+                    except Exception:
+                        logger.exception("handling %s on socket %s failed", message.get("type"), self.channel)
+        except Exception:
+            # The layer failed for good (redis-py retries the passing failures): without
+            # replies the socket is useless, so say so rather than leave it hanging.
+            logger.exception("reading the replies of socket %s failed; closing it", self.channel)
+            await self._close(CLOSE_CONSUMER_ERROR)
+
+    async def _handle(self, message: dict) -> None:
+        kind = message.get("type", "")
+        if kind == DONE:
+            self.answered = True
+            if self._inflight is not None and message.get("seq") == self._inflight[0]:
+                if isinstance(message.get("state"), dict):
+                    self.consumer_state = message["state"]
+                if not self._inflight[1].done():
+                    self._inflight[1].set_result(message)
+            if message.get("error"):
+                await self._close(CLOSE_CONSUMER_ERROR)
+        elif kind == "websocket.accept":
+            self.answered = True
+            if self.state == self.CONNECTING:
+                await self.send({key: message[key] for key in ACCEPT_KEYS if message.get(key) is not None})
+                self.state = self.OPEN
+                self.app.stats.websocket_open += 1
+                self._opened.set()
+                early, self._early = self._early, []
+                for frame in early:
+                    await self.send(frame)
+        elif kind == "websocket.send":
+            await self._send_frame(message)
+        elif kind == "websocket.close":
+            self.answered = True
+            await self._close(message.get("code"))
+        elif kind == GROUP_ADD:
+            if self.state != self.CLOSED:
+                await self.registry.add(message["group"], self)
+        elif kind == GROUP_DISCARD:
+            await self.registry.discard(message["group"], self)
+        elif kind.startswith(RELAY_CHANNEL_PREFIX + "."):
+            logger.debug("ignoring %s on socket %s", kind, self.channel)
+        else:
+            self._enqueue_layer_event(message)
+
+    async def deliver_group_message(self, message: dict) -> None:
+        """A message of one of this socket's groups: frames straight to the client, the rest to a worker."""
+        kind = message.get("type")
+        if kind == "websocket.send":
+            await self._send_frame(message)
+        elif kind == "websocket.close":
+            await self._close(message.get("code"))
+        else:
+            self._enqueue_layer_event(message)
+
+    def _enqueue_layer_event(self, message: dict) -> None:
+        if self.state == self.CLOSED:
+            return
+        if len(self._events) >= self.app.settings.max_queued_events:
+            self.app.stats.websocket_events_dropped += 1
+            logger.warning(
+                "dropped a %s event for socket %s: its queue is full", message.get("type"), self.channel
+            )
+            return
+        self._enqueue(WEBSOCKET_EVENT, message)
+
+    async def _send_frame(self, message: dict) -> None:
+        frame = {key: message[key] for key in SEND_KEYS if message.get(key) is not None}
+        if self.state == self.OPEN:
+            await self.send(frame)
+        elif self.state == self.CONNECTING and len(self._early) < MAX_EARLY_FRAMES:
+            self._early.append(frame)
+
+    async def _close(self, code: int | None) -> None:
+        if self.state == self.CONNECTING:
+            await self.send({"type": "websocket.close"})
+        elif self.state == self.OPEN:
+            close = {"type": "websocket.close"}
+            if code is not None:
+                close["code"] = code
+            await self.send(close)
+            self.app.stats.websocket_open -= 1
+        else:
+            return
+        self.state = self.CLOSING

@@ -1,0 +1,143 @@
+"""The relay protocol: channel names, message types and the ASGI scope on the wire.
+
+Interface servers and workers agree on nothing else; ``docs/relay-protocol.md``
+describes it for anyone writing another interface server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+# --- work channels: interface -> workers (general channels, any worker may take a message)
+HTTP_REQUEST = "http.request"
+WEBSOCKET_CONNECT = "websocket.connect"
+WEBSOCKET_RECEIVE = "websocket.receive"
+WEBSOCKET_DISCONNECT = "websocket.disconnect"
+# Layer messages of other types that reached a connection (a group message of type
+# "chat.message", say): a worker runs the consumer's handler for them.
+WEBSOCKET_EVENT = "websocket.event"
+
+HTTP_CHANNELS = (HTTP_REQUEST,)
+WEBSOCKET_CHANNELS = (WEBSOCKET_CONNECT, WEBSOCKET_RECEIVE, WEBSOCKET_DISCONNECT, WEBSOCKET_EVENT)
+WORK_CHANNELS = HTTP_CHANNELS + WEBSOCKET_CHANNELS
+
+# --- worker -> interface, on the connection's reply channel (besides the ASGI messages
+# http.response.start/body and websocket.accept/send/close, passed on as they are)
+DONE = "relay.done"  # a WebSocket event is handled: {"seq", "state"?, "error"}
+GROUP_ADD = "relay.group.add"  # {"group"}: put this connection in a group
+GROUP_DISCARD = "relay.group.discard"  # {"group"}
+HTTP_TAKEN = "relay.http.taken"  # {"channel"}: a worker runs the request; tell it there of a disconnect
+
+# --- interface -> worker, on the channel named in HTTP_TAKEN
+HTTP_DISCONNECT = "relay.http.disconnect"
+
+# Every channel an interface server reads starts with this; the part up to "!" names the
+# interface process, so Redis layers keep all of them on one shard and one reader.
+RELAY_CHANNEL_PREFIX = "relay"
+CONNECTION_INFIX = "c."
+GROUP_INFIX = "g."
+
+# ASGI scope keys that travel (everything else a server adds stays behind).
+SCOPE_KEYS = (
+    "type",
+    "asgi",
+    "http_version",
+    "method",
+    "scheme",
+    "path",
+    "raw_path",
+    "query_string",
+    "root_path",
+    "headers",
+    "client",
+    "server",
+    "subprotocols",
+    "relay",
+)
+
+
+def is_relay_channel(name: str) -> bool:
+    """Whether ``name`` is a channel an interface server reads (a connection or a group member)."""
+    return name.startswith(RELAY_CHANNEL_PREFIX + ".") and "!" in name
+
+
+def process_prefix(channel: str) -> str:
+    """The process-specific part of a ``!`` channel name, ``!`` included."""
+    return channel[: channel.index("!") + 1]
+
+
+def group_member_channel(prefix: str, group: str) -> str:
+    """The channel through which the interface ``prefix`` is a member of ``group``.
+
+    Hashed, so that any valid group name (up to 100 characters) gives a valid channel name.
+    """
+    digest = hashlib.blake2b(group.encode("utf8"), digest_size=8).hexdigest()
+    return f"{prefix}{GROUP_INFIX}{digest}"
+
+
+def _plain(value: Any) -> Any:
+    """Tuples to lists, recursively: what msgpack would make of them anyway."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    return value
+
+
+def scope_to_wire(scope: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The serializable part of an ASGI ``http``/``websocket`` scope, plus ``extra`` keys."""
+    wire = {key: _plain(scope[key]) for key in SCOPE_KEYS if key in scope and scope[key] is not None}
+    if extra:
+        wire.update(_plain(dict(extra)))
+    return wire
+
+
+def _pair(value: Iterable[Any] | None) -> tuple[Any, ...] | None:
+    return None if value is None else tuple(value)
+
+
+def scope_from_wire(wire: Mapping[str, Any]) -> dict[str, Any]:
+    """An ASGI scope rebuilt from ``scope_to_wire``: headers as byte pairs, addresses as tuples."""
+    scope = dict(wire)
+    scope["headers"] = [(bytes(name), bytes(value)) for name, value in wire.get("headers", [])]
+    for key in ("client", "server"):
+        if key in scope:
+            scope[key] = _pair(scope[key])
+    if "subprotocols" in scope:
+        scope["subprotocols"] = list(scope["subprotocols"])
+    scope.setdefault("asgi", {"version": "3.0"})
+    return scope
+
+
+def work_message(
+    *,
+    reply: str,
+    scope: Mapping[str, Any],
+    event: Mapping[str, Any],
+    timeout: float,
+    **relay: Any,
+) -> dict[str, Any]:
+    """A message for a work channel: the ASGI ``event`` for the application, and the relay
+    envelope (reply channel, scope, deadline and, for WebSockets, ``seq`` and ``state``)."""
+    envelope = {"reply": reply, "scope": scope, "deadline": time.time() + timeout, **relay}
+    return {"type": "relay.work", "relay": envelope, "event": dict(event)}
+
+
+# A reply may carry the replies sent right after it, in order, in this key (the worker
+# batches what a handler sends within a couple of milliseconds).
+BATCH_KEY = "relay_then"
+
+
+def unbatch(message: dict) -> list[dict]:
+    """A layer message of replies as the replies it carries, in order."""
+    rest = message.pop(BATCH_KEY, None)
+    return [message, *rest] if rest else [message]
+
+
+def expired(message: Mapping[str, Any], now: float | None = None) -> bool:
+    """Whether the interface has given up on this work message (its deadline passed)."""
+    deadline = message.get("relay", {}).get("deadline")
+    return deadline is not None and (now if now is not None else time.time()) > float(deadline)

@@ -1,0 +1,211 @@
+"""Zero-drop deploys in relay mode: `make deploy` under load, and a staged rollout whose
+canary fails. Runs last in the relay part (the rollout renumbers the workers)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import subprocess
+import threading
+import time
+import uuid
+from collections import Counter
+
+import websockets
+
+from conftest import ENV_FILE, REPO, WS_URL, compose, http
+
+ROOMS = 4
+CLIENTS = 200
+# Each client posts every 8-12 s: about 20 posts/s, each to the 50 members of its room
+# (1,000 frames/s), which 2 shared cores carry with the rollout and the HTTP traffic.
+POST_EVERY = (8.0, 12.0)
+
+
+def worker_containers() -> dict[str, str]:
+    """Container id -> image of every running container of both worker services."""
+    ids = compose("ps", "--quiet", "worker", "worker-thumbnail").stdout.split()
+    out = subprocess.run(
+        ["docker", "inspect", "--format", "{{.Id}} {{.Config.Image}}", *ids],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return dict(line.split() for line in out.splitlines())
+
+
+def rollout(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(REPO / "scripts" / "rollout"), *args], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+
+
+class HttpTraffic:
+    """Pages and API calls in a loop (a thread), counting the answers by status."""
+
+    def __init__(self, paths: tuple[str, ...] = ("/whoami", "/?room=e2e-deploy", "/io/?ms=20")) -> None:
+        self.paths = paths
+        self.statuses: Counter[int] = Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        n = 0
+        while not self._stop.is_set():
+            self.statuses[http("GET", self.paths[n % len(self.paths)]).status] += 1
+            n += 1
+            time.sleep(0.02)
+
+    def __enter__(self) -> HttpTraffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
+class ChatClient:
+    """One WebSocket member of a room: posts now and then, records everything it receives."""
+
+    def __init__(self, number: int, room: str) -> None:
+        self.number, self.room = number, room
+        self.sent: list[str] = []
+        self.received: set[str] = set()
+        self.closes = 0
+
+    async def run(
+        self, start_posting: asyncio.Event, stop_posting: asyncio.Event, done: asyncio.Event
+    ) -> None:
+        url = f"{WS_URL}/ws/chat/{self.room}/"
+        async with websockets.connect(url, origin="http://localhost", open_timeout=60) as socket:
+            assert json.loads(await socket.recv())["type"] == "hello"
+            reader = asyncio.ensure_future(self._read(socket))
+            await start_posting.wait()
+            while not stop_posting.is_set():
+                await asyncio.sleep(random.uniform(*POST_EVERY))
+                if stop_posting.is_set():
+                    break
+                text = f"c{self.number}-{len(self.sent)}"
+                await socket.send(json.dumps({"message": text}))
+                self.sent.append(text)
+            await done.wait()
+            reader.cancel()
+            if socket.close_code is not None:
+                self.closes += 1
+
+    async def _read(self, socket) -> None:
+        try:
+            async for frame in socket:
+                event = json.loads(frame)
+                if event.get("type") == "message":
+                    self.received.add(event["message"])
+        except websockets.ConnectionClosed:
+            self.closes += 1
+
+
+def test_rollout_under_load_drops_no_socket_and_loses_no_message(capsys):
+    tag = f"e2e-{uuid.uuid4().hex[:6]}"
+    before = worker_containers()
+    rooms = [f"e2e-deploy-{n}-{uuid.uuid4().hex[:6]}" for n in range(ROOMS)]
+    clients = [ChatClient(n, rooms[n % ROOMS]) for n in range(CLIENTS)]
+
+    async def scenario() -> subprocess.CompletedProcess:
+        start, stop, done = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        tasks = []
+        for client in clients:  # open the sockets over a few seconds, as people arrive
+            tasks.append(asyncio.ensure_future(client.run(start, stop, done)))
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(5)
+        start.set()
+        await asyncio.sleep(3)
+        result = await asyncio.to_thread(rollout, "--tag", tag)
+        await asyncio.sleep(3)
+        stop.set()
+        # Let the last posts arrive: every member should get every post of its room.
+        expected = {room: set() for room in rooms}
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            for client in clients:
+                expected[client.room].update(client.sent)
+            if all(expected[c.room] <= c.received for c in clients):
+                break
+            await asyncio.sleep(0.5)
+        done.set()
+        await asyncio.gather(*tasks)
+        return result
+
+    with HttpTraffic() as traffic:
+        result = asyncio.run(scenario())
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    posts = sum(len(c.sent) for c in clients)
+    sent_in = {room: [t for c in clients if c.room == room for t in c.sent] for room in rooms}
+    expected = sum(len(sent_in[c.room]) for c in clients)
+    delivered = sum(len(c.received & set(sent_in[c.room])) for c in clients)
+    closes = sum(c.closes for c in clients)
+    errors = sum(n for status, n in traffic.statuses.items() if status >= 500)
+    with capsys.disabled():  # the counts go to the terminal, passed or not
+        print(
+            f"\nrollout to {tag} under load: {CLIENTS} sockets in {ROOMS} rooms, {posts} posts, "
+            f"{delivered}/{expected} deliveries, {closes} closes, 0 reconnects, "
+            f"HTTP {dict(sorted(traffic.statuses.items()))} ({errors} 5xx)"
+        )
+    after = worker_containers()
+    assert not set(before) & set(after), "some old worker containers are still there"
+    assert set(after.values()) == {f"channels-kit/app:{tag}"}, after
+    assert posts > CLIENTS, "too few posts to mean anything"
+    assert closes == 0
+    assert delivered == expected
+    assert errors == 0 and traffic.statuses[200] > 0
+
+
+def test_a_staged_rollout_stops_at_a_failing_canary(capsys):
+    current = set(worker_containers())
+    image = next(iter(worker_containers().values()))
+    broken = f"channels-kit/app:e2e-broken-{uuid.uuid4().hex[:6]}"
+    # A release with a bug: every page answers 500 (the demo's DEMO_FAULT_RATE).
+    draft = subprocess.run(
+        ["docker", "create", image], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    try:
+        subprocess.run(
+            ["docker", "commit", "--change", "ENV DEMO_FAULT_RATE=1", draft, broken],
+            check=True,
+            capture_output=True,
+        )
+    finally:
+        subprocess.run(["docker", "rm", draft], capture_output=True)
+    env_before = ENV_FILE.read_text()
+    try:
+        with HttpTraffic(("/whoami",)) as traffic:
+            result = rollout(
+                "--tag",
+                broken.split(":", 1)[1],
+                "--no-build",
+                "--services",
+                "worker",
+                "--canary",
+                "1",
+                "--canary-seconds",
+                "8",
+                "--max-error-rate",
+                "0.2",
+            )
+            during = sum(traffic.statuses.values())
+            time.sleep(2)
+            tail = Counter(traffic.statuses)
+        output = result.stdout + result.stderr
+        last = output.strip().splitlines()[-1]
+        with capsys.disabled():
+            print(f"\nstaged rollout to a broken release: exit {result.returncode}; {last}")
+        assert result.returncode == 3, output
+        assert "rollout stopped: canary error rate" in output
+        assert set(worker_containers()) == current, "the canary is still there, or old workers went"
+        assert ENV_FILE.read_text() == env_before
+        assert during > 0 and tail[500] > 0  # the canary did take (and fail) its share
+        after = [http("GET", "/whoami").status for _ in range(20)]
+        assert after == [200] * 20
+    finally:
+        subprocess.run(["docker", "image", "rm", broken], capture_output=True)
