@@ -103,28 +103,32 @@ class RelayStats:
 
 
 class Inbox:
-    """Messages of one reply channel, read by a task of its own so waits can time out safely."""
+    """The replies on one channel, one layer read at a time, with waits that may time out
+    (a cancelled read loses nothing on the kit's layer: the message waits for the next)."""
 
     def __init__(self, layer: Any, channel: str) -> None:
-        self.queue: asyncio.Queue[dict] = asyncio.Queue()
-        self._task = asyncio.ensure_future(self._read(layer, channel))
+        self.layer = layer
+        self.channel = channel
+        self.pending: collections.deque[dict] = collections.deque()
+        self._reading: asyncio.Future | None = None
 
-    async def _read(self, layer: Any, channel: str) -> None:
-        while True:
-            for message in unbatch(await layer.receive(channel)):
-                self.queue.put_nowait(message)
-
-    async def get(self, timeout: float) -> dict | None:
-        """The next message, or None when none came within ``timeout`` seconds."""
-        if self._task.done() and self.queue.empty():
-            self._task.result()  # the layer failed: raise its error
-        try:
-            return await asyncio.wait_for(self.queue.get(), max(0.0, timeout))
-        except TimeoutError:
+    async def get(self, timeout: float, unless: asyncio.Future | None = None) -> dict | None:
+        """The next reply; None after ``timeout`` seconds, or as soon as ``unless`` is done."""
+        if self.pending:
+            return self.pending.popleft()
+        if self._reading is None:
+            self._reading = asyncio.ensure_future(self.layer.receive(self.channel))
+        waits = {self._reading} if unless is None else {self._reading, unless}
+        done, _ = await asyncio.wait(waits, timeout=max(0.0, timeout), return_when=asyncio.FIRST_COMPLETED)
+        if self._reading not in done:
             return None
+        reading, self._reading = self._reading, None
+        self.pending.extend(unbatch(reading.result()))
+        return self.pending.popleft()
 
     def close(self) -> None:
-        self._task.cancel()
+        if self._reading is not None:
+            self._reading.cancel()
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | int | None:
@@ -252,14 +256,12 @@ class RelayApplication:
         try:
             while not finished:
                 limit = deadline if not started else time.time() + self.settings.timeout
-                getting = asyncio.ensure_future(inbox.get(limit - time.time()))
-                await asyncio.wait({getting, disconnect}, return_when=asyncio.FIRST_COMPLETED)
-                if not getting.done():
-                    getting.cancel()  # the client left; Inbox.get loses nothing when cancelled
+                message = await inbox.get(limit - time.time(), unless=disconnect)
+                if message is None and disconnect.done():
+                    # The client left: the worker may still want to know (long-polls).
                     self.background(self._orphaned(inbox, worker_channel, deadline))
                     inbox = None
                     return
-                message = getting.result()
                 if message is None:
                     if not started:
                         self.stats.http_timeouts += 1
@@ -464,7 +466,9 @@ class WebsocketConnection:
             self.app.stats.websocket_events += 1
             if not wait:
                 return "sent", deadline
-            await asyncio.wait_for(asyncio.shield(done), deadline - time.time())
+            await asyncio.wait({done}, timeout=max(0.0, deadline - time.time()))
+            if not done.done():
+                raise TimeoutError
             return "done", deadline
         except ChannelFull:
             self.app.stats.websocket_events_dropped += 1

@@ -167,7 +167,13 @@ class RelayHandler:
             await send({"type": "http.response.body", "body": text.encode()})
 
         what = f"{scope.get('method')} {scope.get('path')}"
-        notice = asyncio.ensure_future(self._taken_notice(reply, disconnected, lambda: status is not None))
+        notice: list[asyncio.Task] = []
+
+        def notice_due() -> None:
+            if status is None:  # still no response: the interface may need our channel
+                notice.append(asyncio.ensure_future(self._taken_notice(reply, disconnected)))
+
+        notice_timer = asyncio.get_running_loop().call_later(self.taken_notice, notice_due)
         app = asyncio.ensure_future(self.application(scope, receive, send))
         try:
             # No response start before the deadline: the interface has answered 503 already.
@@ -189,7 +195,9 @@ class RelayHandler:
             await asyncio.wait({asyncio.ensure_future(words)}, timeout=LAST_WORDS_SECONDS)
             raise
         finally:
-            notice.cancel()
+            notice_timer.cancel()
+            for task in notice:
+                task.cancel()
         if app.cancelled():
             return False
         error = app.exception()
@@ -206,12 +214,9 @@ class RelayHandler:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         return status < 500
 
-    async def _taken_notice(self, reply: str, disconnected: asyncio.Event, answered: Any) -> None:
-        """After ``taken_notice`` seconds without a response, give the interface a channel for
-        the client's disconnect (long-polls), and listen on it."""
-        await asyncio.sleep(self.taken_notice)
-        if answered():
-            return
+    async def _taken_notice(self, reply: str, disconnected: asyncio.Event) -> None:
+        """A request without a response after ``taken_notice`` seconds: give the interface a
+        channel for the client's disconnect (long-polls), and listen on it."""
         channel = await self.layer.new_channel()
         await self.layer.send(reply, {"type": HTTP_TAKEN, "channel": channel})
         while (await self.layer.receive(channel)).get("type") != HTTP_DISCONNECT:
