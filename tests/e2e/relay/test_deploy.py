@@ -1,5 +1,6 @@
 """Zero-drop deploys in relay mode: `make deploy` under load, and a staged rollout whose
-canary fails. Runs last in the relay part (the rollout renumbers the workers)."""
+canary fails. The rollout renumbers the worker containers: tests after it find them
+through `docker compose ps`, never as `docker compose exec worker` (container 1)."""
 
 from __future__ import annotations
 
