@@ -66,8 +66,8 @@ loadtest-ui: ## Locust's web UI (master + LOCUST_WORKERS=2 workers) on 127.0.0.1
 loadtest-down: ## Stop Locust's web UI and its workers
 	@scripts/loadtest-ui --down
 
-scaling: ## Scaling report: tasks/s and relay-mode req/s vs workers 1-8, pages vs Daphne 1-2, fan-out vs shards 1-4 (~11 min)
+scaling: ## Scaling report: tasks/s and relay-mode req/s vs workers 1-8, pages vs Daphne 1-2, fan-out vs shards 1-4 (~12 min)
 	@scripts/scaling
 
-bench: ## The kit's promised ratios side by side: nginx->Daphne/direct, kit/stock layer, 8/1 workers, relay/direct (~15 min)
+bench: ## The kit's promised ratios side by side: nginx->Daphne/direct, kit/stock layer, 8/1 workers, relay/direct (~17 min)
 	@scripts/bench
