@@ -43,6 +43,15 @@ compose() {
   (cd "$KIT_ROOT" && docker compose "$@")
 }
 
+# compose_files_for MODE: the compose files of ASGI_MODE=MODE, as COMPOSE_FILE lists them:
+# compose.yaml, compose/relay.yaml in relay mode, compose.override.yaml when it exists.
+compose_files_for() {
+  local files=(compose.yaml)
+  [[ "$1" == relay ]] && files+=(compose/relay.yaml)
+  [[ -f "$KIT_ROOT/compose.override.yaml" ]] && files+=(compose.override.yaml)
+  (IFS=:; echo "${files[*]}")
+}
+
 # stack_files: the stack's compose files as -f options (COMPOSE_FILE from the environment,
 # else from .env, else compose.yaml), for commands that add an overlay with -f of their own.
 stack_files() {

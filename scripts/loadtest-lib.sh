@@ -67,3 +67,16 @@ locust_point() {
   fi
   return "$status"
 }
+
+# wrk_figures: read `wrk --latency` output on stdin, print "rps p99_ms errors" (non-2xx/3xx
+# responses plus socket errors).
+wrk_figures() {
+  awk '
+    /^ +99%/ { v = $2; unit = v; sub(/[0-9.]+/, "", unit); sub(/[a-z]+$/, "", v)
+               p99 = (unit == "us") ? v / 1000 : (unit == "s") ? v * 1000 : (unit == "m") ? v * 60000 : v }
+    /^Requests\/sec:/ { rps = $2 }
+    /Non-2xx or 3xx responses:/ { errors += $NF }
+    /Socket errors:/ { gsub(/,/, ""); errors += $4 + $6 + $8 + $10 }
+    END { printf "%.1f %.2f %d\n", rps, p99, errors }
+  '
+}

@@ -59,7 +59,6 @@ class RelayEvent:
     layer: Any = None  # the worker's layer: the one the socket's channel lives on
     disconnecting: bool = False  # the socket is gone: replies and group changes are moot
     new_state: dict[str, Any] | None = None
-    stopped: bool = False  # the consumer raised StopConsumer
 
 
 current_event: contextvars.ContextVar[RelayEvent | None] = contextvars.ContextVar(
@@ -158,7 +157,7 @@ async def _relay_call(self: AsyncConsumer, scope: dict, receive: Any, send: Any)
     try:
         await self.dispatch(await receive())
     except StopConsumer:
-        event.stopped = True
+        pass  # the consumer is done with the socket (its disconnect, say)
     finally:
         event.new_state = snapshot(self, initial)
     return None

@@ -152,10 +152,11 @@ async def _until_disconnect(receive: Receive) -> None:
         pass
 
 
-async def _plain_response(send: Send, status: int, text: str, extra: list | None = None) -> None:
-    body = text.encode("utf8")
-    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers + (extra or [])})
+async def _respond(send: Send, status: int, body: bytes, content_type: bytes, header: tuple) -> None:
+    """A whole response the interface gives itself, with one more header (who gave it)."""
+    length = str(len(body)).encode()
+    headers = [(b"content-type", content_type), (b"content-length", length), header]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -222,11 +223,8 @@ class RelayApplication:
         body = await _read_body(receive, self.settings.max_body)
         if body is None:
             return
-        served_by = [self._identity_header]
         if body == 413:
-            await _plain_response(
-                send, 413, f"request body larger than {self.settings.max_body} bytes\n", served_by
-            )
+            await self._refuse(send, 413, f"request body larger than {self.settings.max_body} bytes")
             return
         self.stats.http_requests += 1
         reply = await self.new_channel()
@@ -242,9 +240,7 @@ class RelayApplication:
         except ChannelFull:
             inbox.close()
             self.stats.http_rejected += 1
-            await _plain_response(
-                send, 503, "every worker is busy: the http.request queue is full\n", served_by
-            )
+            await self._refuse(send, 503, "every worker is busy: the http.request queue is full")
             return
         await self._relay_response(inbox, message["relay"]["deadline"], receive, send)
 
@@ -265,12 +261,8 @@ class RelayApplication:
                 if message is None:
                     if not started:
                         self.stats.http_timeouts += 1
-                        await _plain_response(
-                            send,
-                            503,
-                            f"no worker answered within {self.settings.timeout:g} s\n",
-                            [self._identity_header],
-                        )
+                        reason = f"no worker answered within {self.settings.timeout:g} s"
+                        await self._refuse(send, 503, reason)
                     else:
                         await send({"type": "http.response.body", "body": b"", "more_body": False})
                     return
@@ -324,14 +316,13 @@ class RelayApplication:
             "mode": "relay",
             "relay": vars(self.stats) | {"groups": len(self._registry.joined) if self._registry else 0},
         }
-        data = json.dumps(body).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(data)).encode()),
-            (b"x-served-by", self.settings.identity.encode()),
-        ]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": data})
+        served_by = (b"x-served-by", self.settings.identity.encode())
+        await _respond(send, 200, json.dumps(body).encode(), b"application/json", served_by)
+
+    async def _refuse(self, send: Send, status: int, reason: str) -> None:
+        """An error the interface answers for the workers (413, 503), as plain text."""
+        body = f"{reason}\n".encode()
+        await _respond(send, status, body, b"text/plain; charset=utf-8", self._identity_header)
 
     # --- lifespan (servers that send it: uvicorn, hypercorn) ---------------------------
 
