@@ -36,7 +36,7 @@ from typing import Any
 import channels_redis.core
 from channels.exceptions import ChannelFull
 
-from channels_kit.layers import RedisChannelLayer as KitRedisChannelLayer
+from channels_kit.layers.redis import RedisChannelLayer as KitRedisChannelLayer
 
 LAYERS: dict[str, type] = {
     "kit": KitRedisChannelLayer,

@@ -1,17 +1,24 @@
 """Settings from environment variables, shared by every process of a deployment.
 
-The seed's rule: interface servers and workers must use the same channel layer
-settings or they cannot talk to each other. Building ``CHANNEL_LAYERS`` here,
-from the same variables in every container, keeps them identical.
+Interface servers and workers must use the same channel layer settings, or they
+cannot talk to each other. Building ``CHANNEL_LAYERS`` here, from the same variables
+in every container, keeps them identical. The variables are documented in the kit's
+``.env.example``; ``docs/using-the-kit.md`` shows them in a project of your own.
 """
 
 from __future__ import annotations
 
 import os
+from importlib.util import find_spec
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
+
+from channels_kit.layers.base import ChannelLayer
+
+IN_MEMORY_BACKEND = "channels.layers.InMemoryChannelLayer"
+REDIS_BACKEND = "channels_kit.layers.redis.RedisChannelLayer"
 
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off", ""}
@@ -66,7 +73,11 @@ def channel_layers_from_env() -> dict[str, Any]:
     """``CHANNEL_LAYERS`` from ``REDIS_URLS`` and friends (in-memory when no URL is set)."""
     urls = env_list("REDIS_URLS")
     if not urls:
-        return {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+        return {"default": {"BACKEND": IN_MEMORY_BACKEND}}
+    if find_spec("channels_redis") is None:
+        raise ImproperlyConfigured(
+            "REDIS_URLS is set, but the Redis backend is not installed: pip install 'channels-kit[redis]'"
+        )
     socket_timeout = env_float("REDIS_SOCKET_TIMEOUT", 30.0)
     hosts = [
         {
@@ -79,7 +90,7 @@ def channel_layers_from_env() -> dict[str, Any]:
     ]
     return {
         "default": {
-            "BACKEND": "channels_kit.layers.RedisChannelLayer",
+            "BACKEND": REDIS_BACKEND,
             "CONFIG": {
                 "hosts": hosts,
                 "prefix": env_str("CHANNEL_LAYER_PREFIX", "asgi"),
@@ -98,7 +109,7 @@ def channel_layers_from_env() -> dict[str, Any]:
     }
 
 
-def channel_layer_from_env() -> Any:
+def channel_layer_from_env() -> ChannelLayer:
     """The default channel layer of ``channel_layers_from_env()``, built without Django settings
     (the relay's interface servers run no Django project)."""
     config = channel_layers_from_env()["default"]

@@ -10,16 +10,14 @@ from channels.layers import get_channel_layer
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 
-from channels_kit.identity import server_identity, server_role
+from channels_kit.observe.identity import server_identity, server_role
 
 READY_TIMEOUT = 3.0
 
 
 async def healthz(request: HttpRequest) -> JsonResponse:
     """200 with the answering server's identity; touches no dependency."""
-    return JsonResponse(
-        {"status": "ok", "server": server_identity(), "role": server_role()}
-    )
+    return JsonResponse({"status": "ok", "server": server_identity(), "role": server_role()})
 
 
 def _check_database() -> None:

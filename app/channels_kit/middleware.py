@@ -7,7 +7,7 @@ from collections.abc import Callable
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
 
-from channels_kit.identity import server_identity
+from channels_kit.observe.identity import server_identity
 
 SERVED_BY_HEADER = "X-Served-By"
 

@@ -6,7 +6,7 @@ from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter
 from django.core.management import CommandError, call_command
 from django.test import override_settings
 
-from channels_kit.channel_selection import NoChannelsError, routed_channels, select_channels
+from channels_kit.worker.selection import NoChannelsError, routed_channels, select_channels
 from tests.workerproject.consumers import JobConsumer
 
 CANDIDATES = ["http.request", "websocket.receive", "thumbnail", "tasks", "thumbnail.big"]

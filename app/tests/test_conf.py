@@ -30,7 +30,7 @@ def test_channel_layers_from_redis_urls(monkeypatch):
     monkeypatch.setenv("REDIS_URLS", "redis://a:6379/0, redis://b:6379/0")
     monkeypatch.setenv("REDIS_SOCKET_TIMEOUT", "7")
     layer = conf.channel_layers_from_env()["default"]
-    assert layer["BACKEND"] == "channels_kit.layers.RedisChannelLayer"
+    assert layer["BACKEND"] == "channels_kit.layers.redis.RedisChannelLayer"
     hosts = layer["CONFIG"]["hosts"]
     assert [h["address"] for h in hosts] == ["redis://a:6379/0", "redis://b:6379/0"]
     assert all(h["socket_timeout"] == 7.0 for h in hosts)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from channels_kit.hashring import HashRing
+from channels_kit.layers.hashring import HashRing
 
 KEYS = [f"specific.{n:05d}!" for n in range(10_000)]
 SHARDS = [f"redis://redis-{n}:6379/0" for n in range(1, 6)]

@@ -8,9 +8,9 @@ import pytest
 import redis.asyncio
 import redis.exceptions
 
-from channels_kit.layers import (
+from channels_kit.layers.redis import RedisChannelLayer
+from channels_kit.layers.redis.timeouts import (
     REDIS_DEFAULT_SOCKET_TIMEOUT,
-    RedisChannelLayer,
     blocking_timeout_for,
     host_socket_timeout,
 )

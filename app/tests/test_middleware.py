@@ -3,8 +3,8 @@ import socket
 
 from django.http import HttpRequest, HttpResponse
 
-from channels_kit.identity import server_identity
 from channels_kit.middleware import SERVED_BY_HEADER, ServedByMiddleware
+from channels_kit.observe.identity import server_identity
 
 
 def test_identity_is_role_and_hostname(monkeypatch):

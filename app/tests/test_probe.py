@@ -5,7 +5,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from channels_kit.probe import main, probe_heartbeat, probe_http
+from channels_kit.observe.probe import main, probe_heartbeat, probe_http
 
 
 def test_heartbeat_fresh_stale_missing(tmp_path):

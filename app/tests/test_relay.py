@@ -19,11 +19,11 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.routing import ProtocolTypeRouter, URLRouter
 from django.urls import path
 
-from channels_kit.layers import RedisChannelLayer
-from channels_kit.relay.consumers import MAX_STATE_BYTES, snapshot
+from channels_kit.layers.redis import RedisChannelLayer
+from channels_kit.relay.consumer_state import MAX_STATE_BYTES, snapshot
+from channels_kit.relay.handler import BATCH_MAX_BYTES, RelayHandler, ReplyOutbox
 from channels_kit.relay.interface import RelayApplication, RelaySettings
 from channels_kit.relay.protocol import WORK_CHANNELS, scope_from_wire, scope_to_wire, unbatch
-from channels_kit.relay.worker import BATCH_MAX_BYTES, RelayHandler, ReplyOutbox
 from channels_kit.worker import KitWorker
 from tests.relay_client import Socket, http_request, http_scope
 

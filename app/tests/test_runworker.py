@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from channels_kit.layers import RedisChannelLayer
+from channels_kit.layers.redis import RedisChannelLayer
 from channels_kit.relay.interface import RelayApplication, RelaySettings
 from tests.relay_client import http_request
 

@@ -20,12 +20,13 @@ from channels.consumer import AsyncConsumer
 from channels.layers import InMemoryChannelLayer
 from prometheus_client.parser import text_string_to_metric_families
 
-from channels_kit.layers import RedisChannelLayer
+from channels_kit.layers.redis import RedisChannelLayer
+from channels_kit.layers.redis.inspector import RedisInspector, channel_of_key
 from channels_kit.management.commands.channels_status import format_age, render
-from channels_kit.metrics import MetricsServer, WorkerCollector
-from channels_kit.status import StatusUnavailable, channel_of_key, gather_status
+from channels_kit.observe.metrics import MetricsServer, WorkerCollector
+from channels_kit.observe.status import StatusUnavailable, gather_status
+from channels_kit.observe.worker_state import WorkerStatePublisher
 from channels_kit.worker import KitWorker
-from channels_kit.worker_state import WorkerStatePublisher
 
 APP_DIR = Path(__file__).resolve().parents[1]
 
@@ -135,12 +136,14 @@ def test_published_worker_state_appears_then_expires(two_shards):
 
     async def scenario():
         layer = two_shards()
-        publisher = WorkerStatePublisher(layer, Idle(), heartbeat_interval=0.2, identity="box-1:42")
-        assert publisher.ttl_ms == 1000  # 3 beats, but never under a second
-        assert publisher.shard == layer.consistent_hash(layer.prefix + ":workers:box-1:42")
+        inspector = RedisInspector(layer)
+        publisher = WorkerStatePublisher(inspector, Idle(), heartbeat_interval=0.2, identity="box-1:42")
+        assert publisher.ttl == 1.0  # 3 beats, but never under a second
+        key = inspector.worker_key("box-1", 42)
+        assert key == layer.prefix + ":workers:box-1:42"
         await publisher.publish()
         seen = await gather_status(layer)
-        assert await layer.connection(publisher.shard).exists(publisher.key)
+        assert 0 < await layer.connection(layer.consistent_hash(key)).pttl(key) <= 1000
         await asyncio.sleep(1.5)  # no further heartbeat: the state expires
         gone = await gather_status(layer)
         await layer.close_pools()
@@ -225,7 +228,9 @@ def test_render_shows_shards_totals_and_workers(two_shards):
             def busy_count(self, channel=None):
                 return 0
 
-        await WorkerStatePublisher(layer, One(), heartbeat_interval=5, identity="box-9:7").publish()
+        await WorkerStatePublisher(
+            RedisInspector(layer), One(), heartbeat_interval=5, identity="box-9:7"
+        ).publish()
         status = await gather_status(layer)
         await layer.close_pools()
         return status

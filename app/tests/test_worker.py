@@ -14,7 +14,7 @@ from channels.consumer import AsyncConsumer, SyncConsumer
 from channels.layers import InMemoryChannelLayer
 from channels.worker import Worker
 
-from channels_kit.layers import RedisChannelLayer
+from channels_kit.layers.redis import RedisChannelLayer
 from channels_kit.worker import KitWorker
 
 

@@ -9,33 +9,20 @@
 #   migrate  apply database migrations and create the demo user, then exit
 # Anything else is run as given (e.g. `python manage.py shell`).
 set -eu
+. /usr/local/lib/channels-kit/entrypoint-lib.sh
 
-print_settings() {
-  # Resolved settings, one line of JSON, secrets left out.
-  python - "$@" <<'PY'
-import json, os, sys
-keys = ["SERVER_ROLE", "ASGI_MODE", "DJANGO_ALLOWED_HOSTS", "DJANGO_DEBUG", "POSTGRES_HOST", "POSTGRES_DB",
-        "REDIS_URLS", "REDIS_SOCKET_TIMEOUT", "LOG_LEVEL", "WORKER_CONCURRENCY", "WORKER_HTTP_CONCURRENCY",
-        "WORKER_WEBSOCKET_CONCURRENCY", "WORKER_GRACE_PERIOD_SECONDS",
-        "UWSGI_PROCESSES", "UWSGI_THREADS", "UWSGI_WORKER_RELOAD_MERCY", "LONGPOLL_TIMEOUT", "CHAT_SOCKET_HOST"]
-print("channels-kit settings:", json.dumps({k: os.environ.get(k, "") for k in keys} | {"command": sys.argv[1:]}))
-PY
-}
+# What print_settings shows (never a secret).
+export KIT_SETTINGS_KEYS="SERVER_ROLE ASGI_MODE DJANGO_ALLOWED_HOSTS DJANGO_DEBUG POSTGRES_HOST POSTGRES_DB
+  REDIS_URLS REDIS_SOCKET_TIMEOUT LOG_LEVEL WORKER_CONCURRENCY WORKER_HTTP_CONCURRENCY
+  WORKER_WEBSOCKET_CONCURRENCY WORKER_GRACE_PERIOD_SECONDS UWSGI_PROCESSES UWSGI_THREADS
+  UWSGI_WORKER_RELOAD_MERCY LONGPOLL_TIMEOUT CHAT_SOCKET_HOST"
 
 case "${1:-daphne}" in
   daphne)
     shift || true
     export SERVER_ROLE="${SERVER_ROLE:-daphne}"
-    set -- daphne \
-      --bind 0.0.0.0 --port 8000 \
-      --proxy-headers \
-      --http-timeout "${DAPHNE_HTTP_TIMEOUT:-120}" \
-      --websocket_connect_timeout "${DAPHNE_WEBSOCKET_CONNECT_TIMEOUT:-20}" \
-      --websocket-max-message-size "${WS_MAX_MESSAGE_BYTES:-65536}" \
-      --application-close-timeout "${DAPHNE_APPLICATION_CLOSE_TIMEOUT:-10}" \
-      --ping-interval "${DAPHNE_PING_INTERVAL:-20}" \
-      --ping-timeout "${DAPHNE_PING_TIMEOUT:-30}" \
-      "$@" chatdemo.asgi:application
+    timeout=$(whole_seconds DAPHNE_HTTP_TIMEOUT "${DAPHNE_HTTP_TIMEOUT:-120}")
+    exec_daphne chatdemo.asgi:application "$timeout" "${DAPHNE_WEBSOCKET_CONNECT_TIMEOUT:-20}" "$@"
     ;;
   uwsgi)
     shift
@@ -51,6 +38,7 @@ case "${1:-daphne}" in
     exec 2>&1
     set -- uwsgi \
       --strict --master --need-app --single-interpreter \
+      --pythonpath "$PWD" \
       --module chatdemo.wsgi:application \
       --uwsgi-socket 0.0.0.0:3031 \
       --http-socket 0.0.0.0:8000 \

@@ -70,7 +70,12 @@ def compose(
     """`docker compose` on the stack under test (its project name comes from the environment);
     ``env`` adds variables, which win over .env (e.g. ``{"ROUTING": "path"}``)."""
     return subprocess.run(
-        ["docker", "compose", *args], cwd=REPO, check=check, capture_output=True, text=True, timeout=timeout,
+        ["docker", "compose", *args],
+        cwd=REPO,
+        check=check,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env=os.environ | env if env else None,
     )
 

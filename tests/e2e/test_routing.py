@@ -53,12 +53,18 @@ MODES = [
     # A socket path without `Upgrade: websocket` is an ordinary request: uWSGI's.
     Mode("upgrade", page=UWSGI, login=UWSGI, routes=((None, "/ws/chat/plain/", UWSGI),)),
     Mode(
-        "domain", page=UWSGI, login=UWSGI, socket_host="ws.localhost",
+        "domain",
+        page=UWSGI,
+        login=UWSGI,
+        socket_host="ws.localhost",
         routes=(("ws.localhost", "/?room=r", DAPHNE), ("ws.localhost", "/accounts/login/", DAPHNE)),
         shares_login=False,
     ),
     Mode(
-        "inverted", page=DAPHNE, login=UWSGI, settings={"WSGI_DOMAIN": "legacy.localhost"},
+        "inverted",
+        page=DAPHNE,
+        login=UWSGI,
+        settings={"WSGI_DOMAIN": "legacy.localhost"},
         routes=(("legacy.localhost", "/?room=r", UWSGI), (None, "/admin/", UWSGI)),
     ),
     # The prefix decides, not the header: a plain GET under /ws/ still goes to Daphne.
@@ -97,7 +103,9 @@ def container_ips(service: str) -> list[str]:
     ids = container_ids(service)
     inspect = subprocess.run(
         ["docker", "inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", *ids],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return inspect.stdout.split()
 
@@ -138,9 +146,13 @@ def ws_connect(room: str, host: str | None = None, cookie: str | None = None):
     """A chat WebSocket through nginx, to ``host`` (the Host header) on the test stack's address."""
     authority = f"{host or ADDRESS.hostname}:{ADDRESS.port}"
     return websockets.connect(
-        f"ws://{authority}/ws/chat/{room}/", origin=ORIGIN, open_timeout=10, proxy=None,
+        f"ws://{authority}/ws/chat/{room}/",
+        origin=ORIGIN,
+        open_timeout=10,
+        proxy=None,
         additional_headers={"Cookie": cookie} if cookie else None,
-        host=ADDRESS.hostname, port=ADDRESS.port,
+        host=ADDRESS.hostname,
+        port=ADDRESS.port,
     )
 
 
@@ -197,8 +209,12 @@ def log_in() -> tuple[str, dict[str, str], str]:
     assert status == 200, body[:300]
     csrf_cookie = _cookies(headers)["csrftoken"].split(";")[0]
     token = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', body).group(1).decode()
-    form = {"username": dotenv("DEMO_USER", "demo"), "password": dotenv("DEMO_PASSWORD"),
-            "csrfmiddlewaretoken": token, "next": "/"}
+    form = {
+        "username": dotenv("DEMO_USER", "demo"),
+        "password": dotenv("DEMO_PASSWORD"),
+        "csrfmiddlewaretoken": token,
+        "next": "/",
+    }
     status, headers, body = _open("/accounts/login/", urllib.parse.urlencode(form).encode(), csrf_cookie)
     assert status == 302, f"login failed ({status}): {body[:300]!r}"
     set_cookies = _cookies(headers)

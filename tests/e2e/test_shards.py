@@ -35,8 +35,11 @@ def test_redis_shards_four_configures_four_servers(tmp_path):
     subprocess.run([str(REPO / "scripts/init-env")], env=env, check=True, capture_output=True)
     config = subprocess.run(
         ["docker", "compose", "--env-file", str(env_file), "config", "--services"],
-        cwd=REPO, env={k: v for k, v in env.items() if k != "REDIS_SHARDS"},
-        check=True, capture_output=True, text=True,
+        cwd=REPO,
+        env={k: v for k, v in env.items() if k != "REDIS_SHARDS"},
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.split()
     assert {"redis-1", "redis-2", "redis-3", "redis-4"} <= set(config)
     text = env_file.read_text()
@@ -50,7 +53,8 @@ def test_redis_shards_out_of_range_is_refused(tmp_path):
     result = subprocess.run(
         [str(REPO / "scripts/init-env")],
         env=os.environ | {"ENV_FILE": str(env_file), "REDIS_SHARDS": "9"},
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode != 0
     assert "REDIS_SHARDS must be 1, 2, 3 or 4" in result.stderr

@@ -1,6 +1,6 @@
 """The app contract through nginx: health, page, static files, limits, background tasks."""
 
-from conftest import ASGI_APP_ROLE, ASGI_MODE, http, post_json, run_task, service_hosts
+from conftest import ASGI_APP_ROLE, ASGI_MODE, http, post_json, run_task, service_exec, service_hosts
 
 
 def test_healthz_names_the_answering_daphne():
@@ -69,3 +69,11 @@ def test_unknown_host_is_refused():
     # Django's ALLOWED_HOSTS check (a page: in relay mode /healthz is the interface's own).
     response = http("GET", "/whoami", headers={"Host": "evil.example"})
     assert response.status == 400
+
+
+def test_every_python_service_runs_the_installed_kit():
+    """The images install the kit's wheel: it comes from the venv, in every role."""
+    code = "import channels_kit; print(channels_kit.__file__)"
+    for service in ("daphne", "worker", "worker-thumbnail"):
+        location = service_exec(service, "python", "-c", code).stdout.strip()
+        assert location.startswith("/opt/venv/lib/") and "/site-packages/" in location, (service, location)

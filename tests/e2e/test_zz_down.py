@@ -11,6 +11,8 @@ def test_make_down_leaves_no_container():
     subprocess.run(["make", "down"], cwd=REPO, check=True, timeout=180)
     left = subprocess.run(
         ["docker", "ps", "--all", "--quiet", "--filter", f"label=com.docker.compose.project={project}"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.split()
     assert left == [], f"containers left after make down: {left}"

@@ -1,11 +1,17 @@
 """Relay mode: interface servers that run no project code, and workers that run all of it.
 
-- ``protocol``: channel names, message types, the scope on the wire.
-- ``interface``: the ASGI application Daphne serves (HTTP, long-poll, WebSocket).
-- ``groups``: one layer membership per interface server and group, local fan-out.
-- ``asgi``: that application, configured from the environment.
-- ``worker``: runs relayed requests and events through the project's ASGI application.
-- ``consumers``: how a consumer's state travels with each event.
+Interface side (Daphne, the relay image):
 
-The protocol is described in ``docs/relay-protocol.md``.
+- ``asgi``: ``application``, the relay configured from the environment.
+- ``interface``: the ASGI application itself, and the HTTP half of it.
+- ``websocket``: one client socket: its events out to the workers, their replies back.
+- ``groups``: one layer membership per interface server and group, local fan-out.
+
+Worker side (``runworker --relay``):
+
+- ``handler``: runs relayed requests and events through the project's ASGI application.
+- ``consumer_state``: how a consumer's state travels with each event.
+
+Both: ``protocol``, channel names, message types and the scope on the wire, described
+for other implementations in ``docs/relay-protocol.md`` of the kit's repository.
 """

@@ -24,11 +24,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
-from typing import Any, Protocol
+from typing import Protocol
 
+from channels_kit.layers.base import ChannelLayer
 from channels_kit.relay.protocol import group_member_channel
 
-logger = logging.getLogger("channels_kit.relay")
+logger = logging.getLogger(__name__)
 
 # Pause before a failed membership change is tried again.
 RETRY_SECONDS = 1.0
@@ -45,7 +46,7 @@ class GroupMember(Protocol):
 class GroupRegistry:
     """The groups of one interface process and their local members."""
 
-    def __init__(self, layer: Any, prefix: str, refresh_interval: float = 60.0) -> None:
+    def __init__(self, layer: ChannelLayer, prefix: str, refresh_interval: float = 60.0) -> None:
         self.layer = layer
         self.prefix = prefix
         self.refresh_interval = refresh_interval

@@ -2,72 +2,50 @@
 
 Daphne serves it (``daphne channels_kit.relay.asgi:application``). It terminates HTTP,
 long-poll and WebSocket connections and moves their events over the channel layer to
-workers, which run the project's own ASGI application (``channels_kit.relay.worker``):
+workers, which run the project's own ASGI application (``channels_kit.relay.handler``):
 
-- **HTTP**: the whole request goes to ``http.request``; the response comes back on the
-  request's reply channel. No ``http.response.start`` within ``timeout``: 503.
-- **WebSocket**: each event (connect, every frame, disconnect) goes to its work channel,
-  one at a time and in order, carrying the consumer's state; a worker runs the event
-  and answers ``relay.done`` with the new state. So any worker can take the next event,
-  and a worker restart loses nothing a socket needs. Group messages of type
-  ``websocket.send`` go straight to the sockets, with no worker in between.
+- **HTTP** (here): the whole request goes to ``http.request``; the response comes back on
+  the request's reply channel. No ``http.response.start`` within ``timeout``: 503.
+- **WebSocket** (``channels_kit.relay.websocket``): each event (connect, every frame,
+  disconnect) goes to its work channel, one at a time and in order, carrying the
+  consumer's state; a worker runs the event and answers ``relay.done`` with the new state.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 from channels.exceptions import ChannelFull
 
-from channels_kit.identity import server_identity, server_role
+from channels_kit.layers.base import ChannelLayer
+from channels_kit.observe.identity import server_identity, server_role
 from channels_kit.relay.groups import GroupRegistry
 from channels_kit.relay.protocol import (
     CONNECTION_INFIX,
-    DONE,
-    GROUP_ADD,
-    GROUP_DISCARD,
     HTTP_DISCONNECT,
     HTTP_REQUEST,
     HTTP_TAKEN,
     RELAY_CHANNEL_PREFIX,
-    WEBSOCKET_CONNECT,
-    WEBSOCKET_DISCONNECT,
-    WEBSOCKET_EVENT,
-    WEBSOCKET_RECEIVE,
+    Receive,
+    Send,
     process_prefix,
     scope_to_wire,
     unbatch,
     work_message,
 )
+from channels_kit.relay.websocket import WebsocketConnection
 
-logger = logging.getLogger("channels_kit.relay")
-
-Receive = Callable[[], Awaitable[dict]]
-Send = Callable[[dict], Awaitable[None]]
+logger = logging.getLogger(__name__)
 
 RELAYED_BY_HEADER = b"x-relayed-by"
-# WebSocket close codes of the relay. Applications may send only 1000 and 3000-4999
-# (RFC 6455 7.4.2; Autobahn refuses the rest), so the relay's own are private codes
-# that mirror HTTP: no worker answered in time, too many frames queued, the consumer (or
-# the relay itself) failed.
-CLOSE_NO_WORKER = 4503
-CLOSE_TOO_MANY_FRAMES = 4429
-CLOSE_CONSUMER_ERROR = 4500
-# Group messages that may wait for a socket's accept (they are dropped beyond that).
-MAX_EARLY_FRAMES = 100
-# Keys of the ASGI messages a worker may send, as passed on to the server.
-ACCEPT_KEYS = ("type", "subprotocol", "headers")
-SEND_KEYS = ("type", "text", "bytes")
-CLOSE_KEYS = ("type", "code", "reason")
 
 
 @dataclass
@@ -106,7 +84,7 @@ class Inbox:
     """The replies on one channel, one layer read at a time, with waits that may time out
     (a cancelled read loses nothing on the kit's layer: the message waits for the next)."""
 
-    def __init__(self, layer: Any, channel: str) -> None:
+    def __init__(self, layer: ChannelLayer, channel: str) -> None:
         self.layer = layer
         self.channel = channel
         self.pending: collections.deque[dict] = collections.deque()
@@ -163,7 +141,7 @@ async def _respond(send: Send, status: int, body: bytes, content_type: bytes, he
 class RelayApplication:
     """The ASGI application of an interface server in relay mode."""
 
-    def __init__(self, layer: Any, settings: RelaySettings | None = None) -> None:
+    def __init__(self, layer: ChannelLayer | None, settings: RelaySettings | None = None) -> None:
         if layer is None:
             raise ValueError("relay mode needs a channel layer shared with the workers (REDIS_URLS)")
         self.layer = layer
@@ -336,257 +314,3 @@ class RelayApplication:
                     await self._registry.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-
-
-class WebsocketConnection:
-    """One client socket in relay mode.
-
-    Events for workers wait in a queue and go out one at a time, each carrying the
-    consumer's state, so they run in order on whichever worker takes them. Messages on
-    the connection's channel (the worker's ``websocket.*`` replies, ``relay.done``,
-    group changes, direct layer messages) are handled by a reader of their own.
-    """
-
-    CONNECTING, OPEN, CLOSING, CLOSED = "connecting", "open", "closing", "closed"
-
-    def __init__(self, app: RelayApplication, scope: dict, receive: Receive, send: Send) -> None:
-        self.app = app
-        self.layer = app.layer
-        self.scope = scope
-        self.receive = receive
-        self.send = send
-        self.state = self.CONNECTING
-        self.groups: set[str] = set()
-        self.channel = ""
-        self.consumer_state: dict = {}
-        self.answered = False  # a worker has handled this socket's connect
-        self._events: collections.deque[tuple[str, dict]] = collections.deque()
-        self._event_ready = asyncio.Event()
-        self._seq = 0
-        self._inflight: tuple[int, asyncio.Future[dict]] | None = None
-        self._early: list[dict] = []
-        self._opened = asyncio.Event()
-        self._reader: asyncio.Task | None = None
-
-    async def run(self) -> None:
-        """Serve the socket until the client goes; the queued events then finish in the background."""
-        connect = await self.receive()
-        if connect["type"] != "websocket.connect":
-            return
-        self.app.stats.websocket_connections += 1
-        self.channel = await self.app.new_channel()
-        self.wire_scope = self.app.wire_scope(self.scope, self.channel)
-        self.registry = await self.app.registry()
-        self._reader = self.app.background(self._read_replies())
-        self.app.background(self._dispatch())
-        self._enqueue(WEBSOCKET_CONNECT, {"type": "websocket.connect"})
-        try:
-            while True:
-                message = await self.receive()
-                kind = message["type"]
-                if kind == "websocket.receive":
-                    if len(self._events) >= self.app.settings.max_queued_events:
-                        logger.warning(
-                            "closing socket %s: %d frames wait for a worker", self.channel, len(self._events)
-                        )
-                        await self._close(CLOSE_TOO_MANY_FRAMES)
-                        continue
-                    frame = {key: message[key] for key in SEND_KEYS if message.get(key) is not None}
-                    self._enqueue(WEBSOCKET_RECEIVE, frame | {"type": "websocket.receive"})
-                elif kind == "websocket.disconnect":
-                    self._disconnected(message.get("code", 1005))
-                    return
-        finally:
-            # Cancelled by the server (shutting down, say): the socket is gone all the same.
-            self._disconnected(1006)
-
-    def _disconnected(self, code: int) -> None:
-        if self.state == self.CLOSED:
-            return
-        if self.state == self.OPEN:
-            self.app.stats.websocket_open -= 1
-        self.state = self.CLOSED
-        self.registry.forget(self)
-        self._enqueue(WEBSOCKET_DISCONNECT, {"type": "websocket.disconnect", "code": code})
-
-    def _enqueue(self, channel: str, event: dict) -> None:
-        self._events.append((channel, event))
-        self._event_ready.set()
-
-    # --- to the workers -------------------------------------------------------------
-
-    async def _dispatch(self) -> None:
-        try:
-            while True:
-                while not self._events:
-                    self._event_ready.clear()
-                    await self._event_ready.wait()
-                channel, event = self._events.popleft()
-                if channel == WEBSOCKET_DISCONNECT:
-                    if self.answered:
-                        await self._send_event(channel, event, wait=False)
-                    return
-                outcome, deadline = await self._send_event(channel, event, wait=True)
-                if channel == WEBSOCKET_CONNECT:
-                    await self._settle_connect(outcome, deadline)
-        except Exception:
-            logger.exception("relaying events of socket %s failed", self.channel)
-            await self._close(CLOSE_CONSUMER_ERROR)
-        finally:
-            if self._reader is not None:
-                self._reader.cancel()
-
-    async def _send_event(self, channel: str, event: dict, wait: bool) -> tuple[str, float]:
-        """Send one event; with ``wait``, until its ``relay.done``. Returns ``(outcome, deadline)``,
-        the outcome being ``done``, ``sent`` (not waited for), ``full`` or ``timeout``."""
-        self._seq += 1
-        message = work_message(
-            reply=self.channel,
-            scope=self.wire_scope,
-            event=event,
-            timeout=self.app.settings.timeout,
-            seq=self._seq,
-            state=self.consumer_state,
-        )
-        deadline = message["relay"]["deadline"]
-        done: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
-        if wait:
-            self._inflight = (self._seq, done)
-        try:
-            await self.layer.send(channel, message)
-            self.app.stats.websocket_events += 1
-            if not wait:
-                return "sent", deadline
-            await asyncio.wait({done}, timeout=max(0.0, deadline - time.time()))
-            if not done.done():
-                raise TimeoutError
-            return "done", deadline
-        except ChannelFull:
-            self.app.stats.websocket_events_dropped += 1
-            logger.warning(
-                "dropped %s #%d of socket %s: the channel is full", channel, self._seq, self.channel
-            )
-            return "full", deadline
-        except TimeoutError:
-            self.app.stats.websocket_timeouts += 1
-            logger.warning(
-                "no worker finished %s #%d of socket %s within %g s; dropped",
-                channel,
-                self._seq,
-                self.channel,
-                self.app.settings.timeout,
-            )
-            return "timeout", deadline
-        finally:
-            self._inflight = None
-
-    async def _settle_connect(self, outcome: str, deadline: float) -> None:
-        """After the connect event: an accept may still come until the deadline; then close cleanly."""
-        if self.state != self.CONNECTING:
-            return
-        if outcome == "done":
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._opened.wait(), deadline - time.time())
-            if self.state != self.CONNECTING:
-                return
-        if self.answered:
-            # The application neither accepted nor closed: reject, as Daphne would.
-            await self.send({"type": "websocket.close"})
-        else:
-            # No worker took the connect: accept, to be able to say so with a close code.
-            await self.send({"type": "websocket.accept"})
-            await self.send({"type": "websocket.close", "code": CLOSE_NO_WORKER})
-        self.state = self.CLOSING
-
-    # --- from the workers and the layer ---------------------------------------------------
-
-    async def _read_replies(self) -> None:
-        try:
-            while True:
-                for message in unbatch(await self.layer.receive(self.channel)):
-                    try:
-                        await self._handle(message)
-                    except Exception:
-                        logger.exception("handling %s on socket %s failed", message.get("type"), self.channel)
-        except Exception:
-            # The layer failed for good (redis-py retries the passing failures): without
-            # replies the socket is useless, so say so rather than leave it hanging.
-            logger.exception("reading the replies of socket %s failed; closing it", self.channel)
-            await self._close(CLOSE_CONSUMER_ERROR)
-
-    async def _handle(self, message: dict) -> None:
-        kind = message.get("type", "")
-        if kind == DONE:
-            self.answered = True
-            if self._inflight is not None and message.get("seq") == self._inflight[0]:
-                if isinstance(message.get("state"), dict):
-                    self.consumer_state = message["state"]
-                if not self._inflight[1].done():
-                    self._inflight[1].set_result(message)
-            if message.get("error"):
-                await self._close(CLOSE_CONSUMER_ERROR)
-        elif kind == "websocket.accept":
-            self.answered = True
-            if self.state == self.CONNECTING:
-                await self.send({key: message[key] for key in ACCEPT_KEYS if message.get(key) is not None})
-                self.state = self.OPEN
-                self.app.stats.websocket_open += 1
-                self._opened.set()
-                early, self._early = self._early, []
-                for frame in early:
-                    await self.send(frame)
-        elif kind == "websocket.send":
-            await self._send_frame(message)
-        elif kind == "websocket.close":
-            self.answered = True
-            await self._close(message.get("code"))
-        elif kind == GROUP_ADD:
-            if self.state != self.CLOSED:
-                await self.registry.add(message["group"], self)
-        elif kind == GROUP_DISCARD:
-            await self.registry.discard(message["group"], self)
-        elif kind.startswith(RELAY_CHANNEL_PREFIX + "."):
-            logger.debug("ignoring %s on socket %s", kind, self.channel)
-        else:
-            self._enqueue_layer_event(message)
-
-    async def deliver_group_message(self, message: dict) -> None:
-        """A message of one of this socket's groups: frames straight to the client, the rest to a worker."""
-        kind = message.get("type")
-        if kind == "websocket.send":
-            await self._send_frame(message)
-        elif kind == "websocket.close":
-            await self._close(message.get("code"))
-        else:
-            self._enqueue_layer_event(message)
-
-    def _enqueue_layer_event(self, message: dict) -> None:
-        if self.state == self.CLOSED:
-            return
-        if len(self._events) >= self.app.settings.max_queued_events:
-            self.app.stats.websocket_events_dropped += 1
-            logger.warning(
-                "dropped a %s event for socket %s: its queue is full", message.get("type"), self.channel
-            )
-            return
-        self._enqueue(WEBSOCKET_EVENT, message)
-
-    async def _send_frame(self, message: dict) -> None:
-        frame = {key: message[key] for key in SEND_KEYS if message.get(key) is not None}
-        if self.state == self.OPEN:
-            await self.send(frame)
-        elif self.state == self.CONNECTING and len(self._early) < MAX_EARLY_FRAMES:
-            self._early.append(frame)
-
-    async def _close(self, code: int | None) -> None:
-        if self.state == self.CONNECTING:
-            await self.send({"type": "websocket.close"})
-        elif self.state == self.OPEN:
-            close = {"type": "websocket.close"}
-            if code is not None:
-                close["code"] = code
-            await self.send(close)
-            self.app.stats.websocket_open -= 1
-        else:
-            return
-        self.state = self.CLOSING

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
+
+# The ASGI callables a connection is served through.
+Receive = Callable[[], Awaitable[dict]]
+Send = Callable[[dict], Awaitable[None]]
 
 # --- work channels: interface -> workers (general channels, any worker may take a message)
 HTTP_REQUEST = "http.request"

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from channels_kit.consumers import GroupFrameMixin, group_frame
-from channels_kit.identity import interface_identity, server_identity
+from channels_kit.observe.identity import interface_identity, server_identity
 from chat.models import Message, Task
 
 logger = logging.getLogger(__name__)
@@ -85,7 +85,6 @@ class ChatConsumer(GroupFrameMixin, AsyncJsonWebsocketConsumer):
             return await super().decode_json(text_data)
         except ValueError:
             return None
-
 
 
 class EchoConsumer(AsyncWebsocketConsumer):

@@ -14,7 +14,7 @@ from django.shortcuts import get_object_or_404, render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from channels_kit.identity import interface_identity, server_identity
+from channels_kit.observe.identity import interface_identity, server_identity
 from chat.models import ROOM_PATTERN, Message, Task
 
 DEFAULT_ROOM = "lobby"

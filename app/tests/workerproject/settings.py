@@ -13,7 +13,7 @@ USE_TZ = True
 ASGI_APPLICATION = "tests.workerproject.asgi.application"
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_kit.layers.RedisChannelLayer",
+        "BACKEND": "channels_kit.layers.redis.RedisChannelLayer",
         "CONFIG": {
             "hosts": [{"address": os.environ["TEST_REDIS_URL"]}],
             "prefix": os.environ.get("WORKER_TEST_PREFIX", "asgi-workertest"),

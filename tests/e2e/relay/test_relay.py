@@ -38,6 +38,16 @@ def test_the_interface_image_holds_no_project_and_may_run_another_python():
     assert service_exec("daphne", "test", "-e", "/app/demo", check=False).returncode != 0
 
 
+def test_both_sides_run_the_kit_installed_from_its_wheel():
+    """What `pip install ./app` installs is what the stack runs: no source copy, no PYTHONPATH."""
+    where = "import channels_kit as k, importlib.metadata as m; print(k.__file__, m.version('channels-kit'))"
+    for service in ("daphne", "worker"):
+        location, version = python_in(service, where).split()
+        assert location.startswith("/opt/venv/lib/") and "/site-packages/channels_kit/" in location
+        assert version == python_in(service, "import channels_kit; print(channels_kit.__version__)")
+        assert "PYTHONPATH" not in service_exec(service, "env").stdout
+
+
 def test_long_poll_runs_on_a_worker_through_the_relay():
     room = f"e2e-lp-{uuid.uuid4().hex[:8]}"
     result = {}

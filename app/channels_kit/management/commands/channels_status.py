@@ -1,5 +1,5 @@
 """``manage.py channels_status``: queue depth and oldest message age per channel and shard,
-and the live workers, read from the channel layer (see ``channels_kit.status``).
+and the live workers, read from the channel layer (see ``channels_kit.observe.status``).
 
     manage.py channels_status              # a table
     manage.py channels_status --json       # the same figures as JSON
@@ -19,7 +19,8 @@ from channels import DEFAULT_CHANNEL_LAYER
 from channels.layers import get_channel_layer
 from django.core.management import BaseCommand, CommandError
 
-from channels_kit.status import LayerStatus, StatusUnavailable, gather_status
+from channels_kit.layers.base import ChannelLayer, LayerInspector
+from channels_kit.observe.status import LayerStatus, StatusUnavailable, gather_status, require_inspector
 
 
 def format_age(seconds: float) -> str:
@@ -124,13 +125,16 @@ class Command(BaseCommand):
         if watch is not None and watch <= 0:
             raise CommandError(f"--watch must be a positive number of seconds, not {watch:g}")
         try:
-            asyncio.run(self._report(layer, as_json=options["json"], every=watch))
+            inspector = require_inspector(layer)
+            asyncio.run(self._report(layer, inspector, as_json=options["json"], every=watch))
         except KeyboardInterrupt:
             pass  # the way out of --watch
         except StatusUnavailable as exc:
             raise CommandError(str(exc)) from None
 
-    async def _report(self, layer: Any, *, as_json: bool, every: float | None) -> None:
+    async def _report(
+        self, layer: ChannelLayer, inspector: LayerInspector, *, as_json: bool, every: float | None
+    ) -> None:
         # One event loop for every round: the layer's Redis clients are bound to it.
         clear = every is not None and not as_json and sys.stdout.isatty()
         try:
@@ -149,6 +153,4 @@ class Command(BaseCommand):
                 self.stdout.flush()
                 await asyncio.sleep(every)
         finally:
-            close = getattr(layer, "close_pools", None)
-            if close is not None:
-                await close()
+            await inspector.close()

@@ -1,18 +1,18 @@
 """``manage.py runworker``: serve background channels with the kit's ``KitWorker``.
 
-    manage.py runworker                                   # every channel the project routes
-    manage.py runworker --exclude-channels=thumbnail      # all but the slow one
-    manage.py runworker --only-channels=thumbnail --concurrency=2
-    manage.py runworker --metrics-port=9100                # Prometheus /metrics on :9100
-    manage.py runworker --relay                            # also HTTP and WebSockets (relay mode)
-    manage.py runworker --relay --only-channels='http.*'   # relay mode, web pages only
+manage.py runworker                                   # every channel the project routes
+manage.py runworker --exclude-channels=thumbnail      # all but the slow one
+manage.py runworker --only-channels=thumbnail --concurrency=2
+manage.py runworker --metrics-port=9100                # Prometheus /metrics on :9100
+manage.py runworker --relay                            # also HTTP and WebSockets (relay mode)
+manage.py runworker --relay --only-channels='http.*'   # relay mode, web pages only
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
+from typing import Any
 
 from channels import DEFAULT_CHANNEL_LAYER
 from channels.layers import get_channel_layer
@@ -21,15 +21,14 @@ from channels.routing import get_default_application
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import CommandError
 
-from channels_kit.channel_selection import NoChannelsError, routed_channels, routed_protocols, select_channels
 from channels_kit.conf import asgi_mode, env_float, env_int, env_list, env_str
-from channels_kit.metrics import MetricsServer
+from channels_kit.relay.handler import RelayHandler
 from channels_kit.relay.protocol import HTTP_CHANNELS, WEBSOCKET_CHANNELS
-from channels_kit.relay.worker import RelayHandler
-from channels_kit.slots import errors_logger
-from channels_kit.worker import KitWorker
+from channels_kit.worker.errors import send_consumer_errors_to_stderr
+from channels_kit.worker.selection import NoChannelsError, routed_channels, routed_protocols, select_channels
+from channels_kit.worker.server import KitWorker
 
-logger = logging.getLogger("channels_kit.worker")
+logger = logging.getLogger(__name__)
 
 DEFAULT_HEARTBEAT_FILE = "/tmp/channels-kit/worker.heartbeat"
 DEFAULT_CONCURRENCY = 1
@@ -49,7 +48,7 @@ def split_globs(values: list[str] | None, env_name: str) -> list[str]:
     return [glob.strip() for value in values for glob in value.split(",") if glob.strip()]
 
 
-def relay_channels(application) -> list[str]:
+def relay_channels(application: Any) -> list[str]:
     """The work channels of relay mode for the protocols ``application`` routes."""
     protocols = routed_protocols(application)
     return [
@@ -61,17 +60,6 @@ def relay_channels(application) -> list[str]:
 def option_or_env(value, env_name: str, default, read=env_int):
     """A command-line value, else the environment's, else ``default``."""
     return read(env_name, default) if value is None else value
-
-
-def send_consumer_errors_to_stderr() -> None:
-    """Send consumer tracebacks to stderr, as the seed promises, unless the project's
-    ``LOGGING`` already gives ``channels_kit.worker.errors`` handlers of its own."""
-    if errors_logger.handlers:
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    errors_logger.addHandler(handler)
-    errors_logger.propagate = False
 
 
 class Command(runworker.Command):
@@ -226,6 +214,12 @@ class Command(runworker.Command):
         )
         metrics = None
         if metrics_port:
+            try:
+                from channels_kit.observe.metrics import MetricsServer
+            except ImportError as exc:
+                raise CommandError(
+                    f"--metrics-port needs prometheus-client ({exc}): pip install 'channels-kit[metrics]'"
+                ) from None
             try:
                 metrics = MetricsServer(worker, metrics_port)
             except OSError as exc:

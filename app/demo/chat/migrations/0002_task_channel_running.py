@@ -4,25 +4,35 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('chat', '0001_initial'),
+        ("chat", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='task',
-            name='channel',
-            field=models.CharField(choices=[('thumbnail', 'Thumbnail'), ('tasks', 'Tasks')], default='thumbnail', max_length=64),
+            model_name="task",
+            name="channel",
+            field=models.CharField(
+                choices=[("thumbnail", "Thumbnail"), ("tasks", "Tasks")], default="thumbnail", max_length=64
+            ),
         ),
         migrations.AddField(
-            model_name='task',
-            name='started',
+            model_name="task",
+            name="started",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AlterField(
-            model_name='task',
-            name='status',
-            field=models.CharField(choices=[('pending', 'Pending'), ('running', 'Running'), ('done', 'Done'), ('failed', 'Failed')], default='pending', max_length=16),
+            model_name="task",
+            name="status",
+            field=models.CharField(
+                choices=[
+                    ("pending", "Pending"),
+                    ("running", "Running"),
+                    ("done", "Done"),
+                    ("failed", "Failed"),
+                ],
+                default="pending",
+                max_length=16,
+            ),
         ),
     ]

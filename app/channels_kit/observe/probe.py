@@ -1,7 +1,7 @@
 """Container healthchecks with nothing but the standard library.
 
-    python -m channels_kit.probe http http://127.0.0.1:8000/healthz
-    python -m channels_kit.probe heartbeat /tmp/channels-kit/worker.heartbeat --max-age 30
+    python -m channels_kit.observe.probe http http://127.0.0.1:8000/healthz
+    python -m channels_kit.observe.probe heartbeat /tmp/channels-kit/worker.heartbeat --max-age 30
 
 Exit 0 when healthy, 1 (with the reason on stderr) when not.
 """
@@ -40,7 +40,7 @@ def probe_heartbeat(path: Path, max_age: float) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one probe; the exit status is the verdict."""
-    parser = argparse.ArgumentParser(prog="python -m channels_kit.probe", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m channels_kit.observe.probe", description=__doc__)
     sub = parser.add_subparsers(dest="kind", required=True)
     http = sub.add_parser("http", help="GET a URL and expect 2xx")
     http.add_argument("url")

@@ -1,6 +1,6 @@
 """Which channels a worker serves: routed channel names, filtered by globs.
 
-The seed splits workers by channel (``runworker --only-channels=http.*``,
+Workers are split into tiers by channel (``runworker --only-channels=http.*``,
 ``--exclude-channels=thumbnail``). Candidates are the names given on the command
 line plus every name the project's ASGI application routes for the ``channel``
 protocol; ``only`` and ``exclude`` globs (``fnmatch``) then narrow that set.
@@ -69,9 +69,7 @@ def select_channels(
     there are some) and no ``exclude`` glob. Raises ``NoChannelsError`` when none is left."""
     unique = list(dict.fromkeys(candidates))
     selected = [
-        name
-        for name in unique
-        if (not only or _matches_any(name, only)) and not _matches_any(name, exclude)
+        name for name in unique if (not only or _matches_any(name, only)) and not _matches_any(name, exclude)
     ]
     if not selected:
         raise NoChannelsError(

@@ -1,16 +1,15 @@
 """The kit's worker server: bounded prefetch, a clean SIGTERM drain and a heartbeat.
 
-The seed promises that a worker sent SIGTERM "will cleanly exit and finish running
-any in-process consumers", so queued messages go to the workers that replace it.
-Here that means: stop taking messages (cancel the pending ``layer.receive()``
-calls), hand back what the layer fetched but did not deliver, let in-flight
-consumers finish within a grace period, then exit 0.
+A worker sent SIGTERM must exit cleanly after finishing the consumers it is running,
+so that queued messages go to the workers that replace it. Here that means: stop
+taking messages (cancel the pending ``layer.receive()`` calls), hand back what the
+layer fetched but did not deliver, let in-flight consumers finish within a grace
+period, then exit 0.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import os
 import signal
@@ -21,10 +20,11 @@ from typing import Any
 
 from channels.worker import Worker
 
-from channels_kit.slots import ChannelStats, ConsumerSlot, Handler, RelaySlot, Send, Slot
-from channels_kit.worker_state import WorkerStatePublisher, supports_worker_state
+from channels_kit.layers.base import ChannelLayer, DrainableLayer, inspector_for
+from channels_kit.observe.worker_state import WorkerStatePublisher
+from channels_kit.worker.slots import ChannelStats, ConsumerSlot, Handler, RelaySlot, Send, Slot
 
-logger = logging.getLogger("channels_kit.worker")
+logger = logging.getLogger(__name__)
 
 # Exit status when in-flight work was abandoned (deadline passed or a second signal).
 EXIT_ABANDONED = 1
@@ -43,16 +43,17 @@ class KitWorker(Worker):
     Channels in ``relay_channels`` (relay mode's ``http.request`` and ``websocket.*``)
     get ``RelaySlot``s that run each message through ``relay_handler``.
     A worker opens no port, so its healthcheck reads the heartbeat file's age: a
-    fresh file proves the loop is turning (``python -m channels_kit.probe heartbeat``).
-    On a Redis layer the heartbeat also publishes the worker's state (channels, busy,
-    counters) for ``channels_status`` and the metrics (``channels_kit.worker_state``).
+    fresh file proves the loop is turning (``python -m channels_kit.observe.probe heartbeat``).
+    On a layer that shares worker state (Redis) the heartbeat also publishes the worker's
+    state (channels, busy, counters) for ``channels_status`` and the metrics
+    (``channels_kit.observe.worker_state``).
     """
 
     def __init__(
         self,
         application: Any,
         channels: Iterable[str],
-        channel_layer: Any,
+        channel_layer: ChannelLayer,
         *,
         concurrency: int = 1,
         channel_concurrency: Mapping[str, int] | None = None,
@@ -93,9 +94,10 @@ class KitWorker(Worker):
         self.abandoned: list[str] = []
         self._stop = asyncio.Event()
         self._abandon = asyncio.Event()
+        inspector = inspector_for(channel_layer) if publish_state else None
         self.state_publisher = (
-            WorkerStatePublisher(channel_layer, self, heartbeat_interval=heartbeat_interval)
-            if publish_state and supports_worker_state(channel_layer)
+            WorkerStatePublisher(inspector, self, heartbeat_interval=heartbeat_interval)
+            if inspector is not None and inspector.shares_worker_state
             else None
         )
         # The event loop serving, while handle() runs: the metrics thread runs coroutines on it.
@@ -201,7 +203,7 @@ class KitWorker(Worker):
         if failure is not None:
             raise failure
 
-    async def _drain(self, tasks: dict[asyncio.Future[None], ConsumerSlot]) -> None:
+    async def _drain(self, tasks: dict[asyncio.Future[None], Slot]) -> None:
         """Stop taking messages, hand back prefetched ones, wait for in-flight work (bounded)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.grace_period
@@ -246,15 +248,13 @@ class KitWorker(Worker):
             )
 
     async def _requeue_pending(self, timeout: float) -> None:
-        """Await the layer's ``requeue_pending()`` when it has one: messages it fetched
-        from Redis but did not deliver go back for other workers."""
-        requeue = getattr(self.channel_layer, "requeue_pending", None)
-        if not callable(requeue):
+        """On a ``DrainableLayer``, hand back what the layer fetched but did not deliver,
+        for other workers."""
+        if not isinstance(self.channel_layer, DrainableLayer):
             return
         try:
-            result = requeue()
-            if inspect.isawaitable(result):
-                await asyncio.wait_for(result, timeout)
+            async with asyncio.timeout(timeout):
+                await self.channel_layer.requeue_pending()
         except Exception:
             logger.exception("the channel layer's requeue_pending() failed; prefetched messages may be lost")
 

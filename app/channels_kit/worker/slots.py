@@ -10,7 +10,6 @@ message outside the layer.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -19,9 +18,8 @@ from typing import Any
 from asgiref.compatibility import guarantee_single_callable
 from asgiref.sync import ThreadSensitiveContext
 
-logger = logging.getLogger("channels_kit.worker")
-# Consumer tracebacks; runworker sends this logger to stderr (the seed's promise).
-errors_logger = logging.getLogger("channels_kit.worker.errors")
+from channels_kit.layers.base import ChannelLayer
+from channels_kit.worker.errors import errors_logger
 
 # Pause before replacing an instance that died without taking a message (e.g. its
 # constructor raises), so a broken consumer cannot spin the loop.
@@ -57,7 +55,7 @@ class _Instance:
 class Slot:
     """One message at a time from one channel: what both kinds of slot share."""
 
-    def __init__(self, *, channel: str, index: int, channel_layer: Any, stats: ChannelStats) -> None:
+    def __init__(self, *, channel: str, index: int, channel_layer: ChannelLayer, stats: ChannelStats) -> None:
         self.channel = channel
         self.scope_id = f"{channel}#{index}"
         self.channel_layer = channel_layer
@@ -109,7 +107,7 @@ class ConsumerSlot(Slot):
         channel: str,
         index: int,
         application: Any,
-        channel_layer: Any,
+        channel_layer: ChannelLayer,
         stats: ChannelStats,
         send: Send,
     ) -> None:
@@ -252,7 +250,7 @@ class RelaySlot(Slot):
     """
 
     def __init__(
-        self, *, channel: str, index: int, handler: Handler, channel_layer: Any, stats: ChannelStats
+        self, *, channel: str, index: int, handler: Handler, channel_layer: ChannelLayer, stats: ChannelStats
     ) -> None:
         super().__init__(channel=channel, index=index, channel_layer=channel_layer, stats=stats)
         self.handler = handler

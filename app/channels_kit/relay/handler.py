@@ -17,7 +17,8 @@ from typing import Any
 
 from channels.exceptions import ChannelFull
 
-from channels_kit.relay.consumers import RelayEvent, current_event, install_consumer_hook
+from channels_kit.layers.base import ChannelLayer
+from channels_kit.relay.consumer_state import RelayEvent, current_event, install_consumer_hook
 from channels_kit.relay.protocol import (
     BATCH_KEY,
     DONE,
@@ -29,9 +30,9 @@ from channels_kit.relay.protocol import (
     expired,
     scope_from_wire,
 )
+from channels_kit.worker.errors import errors_logger
 
-logger = logging.getLogger("channels_kit.worker")
-errors_logger = logging.getLogger("channels_kit.worker.errors")
+logger = logging.getLogger(__name__)
 
 # A request still unanswered after this long tells the interface where to report a
 # disconnect (long-poll); quicker ones never need to.
@@ -55,7 +56,7 @@ class ReplyOutbox:
     A reply is never held longer than ``hold`` seconds.
     """
 
-    def __init__(self, layer: Any, channel: str, hold: float = REPLY_HOLD_SECONDS) -> None:
+    def __init__(self, layer: ChannelLayer, channel: str, hold: float = REPLY_HOLD_SECONDS) -> None:
         self.layer = layer
         self.channel = channel
         self.hold = hold
@@ -105,7 +106,7 @@ class RelayHandler:
     """
 
     def __init__(
-        self, application: Any, channel_layer: Any, taken_notice: float = TAKEN_NOTICE_SECONDS
+        self, application: Any, channel_layer: ChannelLayer, taken_notice: float = TAKEN_NOTICE_SECONDS
     ) -> None:
         install_consumer_hook()
         self.application = application

@@ -40,9 +40,10 @@ from channels.consumer import AsyncConsumer
 from channels.exceptions import StopConsumer
 from channels.layers import get_channel_layer
 
+from channels_kit.layers.base import ChannelLayer
 from channels_kit.relay.protocol import GROUP_ADD, GROUP_DISCARD, is_relay_channel
 
-logger = logging.getLogger("channels_kit.relay")
+logger = logging.getLogger(__name__)
 
 # Set by the consumer machinery on every instance; never part of the saved state.
 FRAMEWORK_ATTRIBUTES = frozenset({"scope", "channel_layer", "channel_name", "channel_receive", "base_send"})
@@ -56,7 +57,7 @@ class RelayEvent:
 
     connection: str  # the socket's relay channel
     state: dict[str, Any]
-    layer: Any = None  # the worker's layer: the one the socket's channel lives on
+    layer: ChannelLayer | None = None  # the worker's layer: the one the socket's channel lives on
     disconnecting: bool = False  # the socket is gone: replies and group changes are moot
     new_state: dict[str, Any] | None = None
 
@@ -73,7 +74,7 @@ class RelayConsumerLayer:
     everything else is the real layer's.
     """
 
-    def __init__(self, layer: Any, event: RelayEvent) -> None:
+    def __init__(self, layer: ChannelLayer, event: RelayEvent) -> None:
         self._layer = layer
         self._event = event
 

@@ -1,4 +1,4 @@
-"""Prometheus ``/metrics`` for a worker process: queue figures of the whole layer, this
+"""Prometheus ``/metrics`` for a worker process (extra ``metrics``): queue figures of the whole layer, this
 process's counters, and the cluster's live and busy workers.
 
 The HTTP server runs in a thread (prometheus_client's); the layer's Redis clients
@@ -12,15 +12,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from channels_kit.slots import ChannelStats
-from channels_kit.status import LayerStatus, gather_status
+from channels_kit.layers.base import ChannelLayer
+from channels_kit.observe.status import LayerStatus, gather_status
+from channels_kit.worker.slots import ChannelStats
 
-logger = logging.getLogger("channels_kit.metrics")
+logger = logging.getLogger(__name__)
 
 # Below Prometheus's default scrape timeout (10 s), so a slow Redis yields an answer, not a gap.
 SCRAPE_TIMEOUT_SECONDS = 5.0
@@ -30,7 +31,7 @@ class MeasuredWorker(Protocol):
     """What the collector reads from a worker (``KitWorker`` has it)."""
 
     channels: list[str]
-    channel_layer: Any
+    channel_layer: ChannelLayer
     stats: dict[str, ChannelStats]
     loop: asyncio.AbstractEventLoop | None
 

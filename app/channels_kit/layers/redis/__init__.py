@@ -1,0 +1,12 @@
+"""The kit's Redis backend (extra ``redis``): one Redis server or several shards.
+
+- ``layer``: ``RedisChannelLayer``, channels_redis's layer with consistent hashing,
+  all-shard receives, capacity over all shards and reconnects.
+- ``readers``: blocking reads that a cancelled ``receive()`` never loses a message to.
+- ``timeouts``: blocking reads kept below the client's socket timeout.
+- ``inspector``: queue figures and worker states, for ``channels_status`` and ``/metrics``.
+"""
+
+from channels_kit.layers.redis.layer import RedisChannelLayer
+
+__all__ = ["RedisChannelLayer"]

@@ -1,0 +1,215 @@
+"""The kit's Redis channel layer: channels_redis, sharded for real and safe when idle.
+
+``RedisChannelLayer`` extends channels_redis's layer where it falls short of running
+one channel layer over several Redis servers:
+
+- **Consistent hashing.** ``!`` (single-reader) channels and groups are placed
+  on shards by a hash ring with virtual nodes (``channels_kit.layers.hashring``), so
+  adding a shard moves few of them. channels_redis cuts a 12-bit CRC range into equal
+  slices instead, which moves most keys, and it hashes a ``!`` channel's full
+  name on send but only its prefix on receive, so with two or more shards
+  direct sends to a ``!`` channel can land on a shard nobody reads.
+- **No stranded messages.** Sends to a general channel are spread over all
+  shards; a receiver waits on every shard at once. channels_redis's receiver
+  polls one shard until something arrives there, while the messages on the
+  other shards expire unread.
+- **Capacity over all shards.** A general channel is full when it holds its
+  capacity in total, not per shard; each send is one atomic script.
+- **Cancellation-safe receives** (``readers``): a cancelled ``receive()`` loses nothing.
+- **Redis restarts.** A pooled connection that Redis closed (restart, failover,
+  ``CLIENT KILL``) is replaced and the command retried, instead of failing the
+  request that happened to draw it.
+- **Batched reads.** A process's own (``!``) channels are read up to 64 messages per
+  round trip (``BZMPOP``, Redis 7), a general channel up to as many as wait for it.
+- **Idle survival** (``timeouts``): blocking reads stay below half the socket timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import channels_redis.core
+import redis.exceptions
+from channels.exceptions import ChannelFull
+from channels_redis.utils import create_pool
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+
+from channels_kit.layers.hashring import HashRing
+from channels_kit.layers.redis.readers import GeneralChannelReader, ShardReader, SpecificChannelReader
+from channels_kit.layers.redis.timeouts import blocking_timeout_for
+
+logger = logging.getLogger(__name__)
+
+# Attempts to reconnect and re-run a command after Redis closed its connection.
+RECONNECT_RETRIES = 3
+
+Reader = TypeVar("Reader", bound=ShardReader)
+
+
+def shard_name(host: Mapping[str, Any]) -> str:
+    """A stable name for a shard, so the hash ring does not depend on the order of ``hosts``."""
+    if "address" in host:
+        return str(host["address"])
+    if "master_name" in host:
+        return f"sentinel:{host['master_name']}"
+    return f"{host.get('host', 'localhost')}:{host.get('port', 6379)}/{host.get('db', 0)}"
+
+
+# Trim expired messages, refuse when full, append, refresh the key's TTL: one round trip.
+SEND_SCRIPT = """
+local now = tonumber(ARGV[2])
+local expiry = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - expiry)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then
+    return 0
+end
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('EXPIRE', KEYS[1], math.ceil(expiry))
+return 1
+"""
+
+
+class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
+    """channels_redis's layer with consistent hashing, all-shard receives and idle-safe reads."""
+
+    def __init__(self, hosts: Any = None, **kwargs: Any) -> None:
+        super().__init__(hosts=hosts, **kwargs)
+        self.brpop_timeout = blocking_timeout_for(self.hosts, preferred=self.brpop_timeout)
+        self.ring = HashRing([shard_name(host) for host in self.hosts])
+        self._readers: dict[tuple[asyncio.AbstractEventLoop, str], ShardReader] = {}
+        self._bzmpop: bool | None = None  # whether the servers know BZMPOP (None: not tried yet)
+
+    async def pop_batch(self, connection: Redis, key: str, count: int) -> list[tuple[bytes, float]]:
+        """Up to ``count`` of ``key``'s oldest messages, waiting at most one blocking timeout.
+
+        BZMPOP (Redis 7) takes them in one round trip; older servers get BZPOPMIN, one at a time.
+        """
+        if count > 1 and self._bzmpop is not False:
+            try:
+                result = await connection.bzmpop(self.brpop_timeout, 1, [key], min=True, count=count)
+            except redis.exceptions.ResponseError as exc:
+                if "unknown command" not in str(exc).lower():
+                    raise
+                logger.info("this Redis has no BZMPOP (before 7.0): reading one message at a time")
+                self._bzmpop = False
+            else:
+                self._bzmpop = True
+                return [] if result is None else [(member, float(score)) for member, score in result[1]]
+        result = await connection.bzpopmin(key, timeout=self.brpop_timeout)
+        return [] if result is None else [(result[1], float(result[2]))]
+
+    def create_pool(self, index: int) -> Any:
+        """channels_redis's pool, retrying a command on a fresh connection when Redis closed the old one."""
+        host = dict(self.hosts[index])
+        host.setdefault("retry", Retry(ExponentialBackoff(cap=1.0, base=0.05), RECONNECT_RETRIES))
+        host.setdefault("retry_on_error", [redis.exceptions.ConnectionError])
+        return create_pool(host)
+
+    # --- placement ---------------------------------------------------------------
+
+    def consistent_hash(self, value: str | bytes) -> int:
+        """The shard of a ``!`` channel (by its non-local part, on send and receive alike) or group."""
+        if isinstance(value, bytes):
+            value = value.decode("utf8")
+        if "!" in value:
+            value = self.non_local_name(value)
+        return self.ring.index_for(value)
+
+    def _shards_for_send(self, channel: str) -> list[int]:
+        if "!" in channel:
+            return [self.consistent_hash(channel)]
+        first = next(self._send_index_generator)
+        return [(first + offset) % self.ring_size for offset in range(self.ring_size)]
+
+    def _shard_capacity(self, channel: str, index: int) -> int:
+        """A ``!`` channel's shard holds its whole capacity; a general channel's is split exactly."""
+        capacity = self.get_capacity(channel)
+        if "!" in channel:
+            return capacity
+        share, remainder = divmod(capacity, self.ring_size)
+        return share + (1 if index < remainder else 0)
+
+    # --- channel layer API -------------------------------------------------------
+
+    async def send(self, channel: str, message: dict) -> None:
+        """Send to a channel; raises ``ChannelFull`` when it holds its capacity on every shard."""
+        assert isinstance(message, dict), "message is not a dict"
+        assert self.require_valid_channel_name(channel), "Channel name not valid"
+        assert "__asgi_channel__" not in message
+        if "!" in channel:
+            message = {**message, "__asgi_channel__": channel}
+        key = self.prefix + self.non_local_name(channel)
+        data = self.serialize(message)
+        for index in self._shards_for_send(channel):
+            capacity = self._shard_capacity(channel, index)
+            accepted = capacity > 0 and await self.connection(index).eval(
+                SEND_SCRIPT, 1, key, data, time.time(), self.expiry, capacity
+            )
+            if accepted:
+                return
+        raise ChannelFull()
+
+    async def receive(self, channel: str) -> dict:
+        """Receive the next message of a channel; cancelling the wait never loses a message."""
+        assert self.require_valid_channel_name(channel), "Channel name not valid"
+        if "!" in channel:
+            non_local_name = self.non_local_name(channel)
+            assert non_local_name.endswith(self.client_prefix + "!"), "Wrong client prefix"
+            return await self._reader(SpecificChannelReader, non_local_name).receive(channel)
+        return (await self.receive_single(channel))[1]
+
+    async def receive_single(self, channel: str) -> tuple[str, dict]:
+        if "!" in channel:
+            return await super().receive_single(channel)
+        assert self.require_valid_channel_name(channel, receive=True), "Channel name invalid"
+        message = self.deserialize(await self._reader(GeneralChannelReader, channel).receive())
+        message.pop("__asgi_channel__", None)
+        return channel, message
+
+    def _reader(self, kind: type[Reader], name: str) -> Reader:
+        # Sync code (async_to_sync under WSGI) may run each call in a new event loop:
+        # forget the readers of loops that are gone.
+        for gone in [k for k in self._readers if k[0].is_closed()]:
+            del self._readers[gone]
+        key = (asyncio.get_running_loop(), name)
+        reader = self._readers.get(key)
+        if not isinstance(reader, kind) or reader.closing:
+            reader = kind(self, name)
+            self._readers[key] = reader
+        return reader
+
+    def _readers_of_this_loop(self) -> list[ShardReader]:
+        loop = asyncio.get_running_loop()
+        return [self._readers.pop(key) for key in [k for k in self._readers if k[0] is loop]]
+
+    async def requeue_pending(self) -> int:
+        """Stop receiving in this event loop; put fetched, undelivered general-channel messages back.
+
+        For a graceful worker shutdown: once its ``receive()`` calls are cancelled,
+        nothing this process took from Redis is lost. Returns how many went back.
+        """
+        requeued = 0
+        for reader in self._readers_of_this_loop():
+            await reader.stop()
+            if not isinstance(reader, GeneralChannelReader):
+                continue  # a '!' channel's messages belong to this (departing) process
+            for member, score, index in reader.take_unreceived():
+                connection = self.connection(index)
+                await connection.zadd(reader.key, {member: score})
+                await connection.expire(reader.key, math.ceil(self.expiry))
+                requeued += 1
+        if requeued:
+            logger.info("requeued %d fetched but undelivered message(s)", requeued)
+        return requeued
+
+    async def close_pools(self) -> None:
+        for reader in self._readers_of_this_loop():
+            await reader.abort()
+        await super().close_pools()
