@@ -42,10 +42,10 @@ build: ## Build the kit's images (base images first, when missing)
 base-images: ## Build local stand-ins for the base images when no registry answers
 	@scripts/build-base-images
 
-lint: ## ruff over the Python code
+lint: ## ruff over the Python code: lint rules, then formatting
 	@scripts/lint
 
-test: ## Run the whole test suite: lint, unit tests in the image, end-to-end against the real stack
+test: ## Run the whole test suite: lint, the package and docs, unit tests in the image, end-to-end against the real stack
 	@scripts/test
 
 bench-layer: ## Benchmark the kit's channel layer against stock channels_redis (~2 min), e.g. BENCH_ARGS=--no-saturation

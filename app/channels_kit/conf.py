@@ -21,20 +21,21 @@ IN_MEMORY_BACKEND = "channels.layers.InMemoryChannelLayer"
 REDIS_BACKEND = "channels_kit.layers.redis.RedisChannelLayer"
 
 TRUE_WORDS = {"1", "true", "yes", "on"}
-FALSE_WORDS = {"0", "false", "no", "off", ""}
+FALSE_WORDS = {"0", "false", "no", "off"}
 
 
 def env_str(name: str, default: str = "") -> str:
-    """A string setting; surrounding whitespace is dropped."""
-    return os.environ.get(name, default).strip()
+    """A string setting; surrounding whitespace is dropped. Empty means unset (the default),
+    as for every setting here: compose passes variables that ``.env`` leaves empty."""
+    return os.environ.get(name, "").strip() or default
 
 
 def env_bool(name: str, default: bool = False) -> bool:
     """A yes/no setting (1/0, true/false, yes/no, on/off)."""
-    raw = os.environ.get(name)
-    if raw is None:
-        return default
+    raw = os.environ.get(name, "")
     word = raw.strip().lower()
+    if not word:
+        return default
     if word in TRUE_WORDS:
         return True
     if word in FALSE_WORDS:

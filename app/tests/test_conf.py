@@ -12,6 +12,13 @@ def test_env_helpers_parse_and_reject(monkeypatch):
     assert conf.env_int("X_INT", 0) == 42
     assert conf.env_list("X_LIST") == ["a", "b", "c"]
     assert conf.env_bool("X_MISSING", default=True) is True
+    # Empty is unset: compose passes the variables that .env leaves empty.
+    for name in ("X_BOOL", "X_INT", "X_LIST", "X_STR"):
+        monkeypatch.setenv(name, " ")
+    assert conf.env_bool("X_BOOL", default=True) is True
+    assert conf.env_int("X_INT", 7) == 7
+    assert conf.env_list("X_LIST", "a,b") == ["a", "b"]
+    assert conf.env_str("X_STR", "asgi") == "asgi"
     monkeypatch.setenv("X_BOOL", "maybe")
     with pytest.raises(ImproperlyConfigured, match="X_BOOL"):
         conf.env_bool("X_BOOL")

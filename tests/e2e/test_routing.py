@@ -37,7 +37,7 @@ SCALE_UWSGI = (*WSGI, "up", "--detach", "--no-deps", "--no-recreate", "--scale")
 
 @dataclass(frozen=True)
 class Mode:
-    """What a routing mode promises, as the README's table says."""
+    """What a routing mode promises, as the table of docs/routing.md says."""
 
     name: str
     page: str  # tier of the chat page on the main host
@@ -301,7 +301,7 @@ def test_routing_mode(mode: Mode, wsgi_tier):
         hello = asyncio.run(hello_frame(room, mode.socket_host, cookie=session))
         assert hello["server"].startswith(DAPHNE) and hello["user"] == dotenv("DEMO_USER", "demo"), hello
     else:
-        # Host-only cookie: a browser never sends it to the socket domain (README).
+        # Host-only cookie: a browser never sends it to the socket domain (docs/routing.md).
         assert "domain=" not in set_cookies["sessionid"].lower(), set_cookies
         with pytest.raises(websockets.InvalidStatus):  # and the main host has no socket endpoint
             asyncio.run(hello_frame(room))

@@ -1,4 +1,4 @@
-"""The seed's "Deploying new versions of code": SIGTERM makes a worker finish its running
+"""Deploying new versions of code: SIGTERM makes a worker finish its running
 consumer and exit cleanly. `docker compose stop` sends it (after `stop_grace_period`, a kill)."""
 
 import json

@@ -8,6 +8,7 @@ come from the package index, held to the images' pins (app/requirements.txt).
 from __future__ import annotations
 
 import email.parser
+import json
 import re
 import shutil
 import subprocess
@@ -91,8 +92,17 @@ SECRET_KEY = "scratch"
 INSTALLED_APPS = ["channels_kit", "channels", "django.contrib.contenttypes"]
 DATABASES = {}
 USE_TZ = True
+ALLOWED_HOSTS = ["testserver"]
+MIDDLEWARE = ["channels_kit.middleware.ServedByMiddleware"]
+ROOT_URLCONF = "scratch.urls"
 ASGI_APPLICATION = "scratch.asgi.application"
-CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+from channels_kit.conf import channel_layers_from_env  # noqa: E402
+CHANNEL_LAYERS = channel_layers_from_env()
+"""
+URLS = """
+from django.urls import include, path
+
+urlpatterns = [path("", include("channels_kit.urls"))]
 """
 WRONG_ORDER = """
 from scratch.settings import *  # noqa: F403
@@ -134,6 +144,7 @@ def make_environment(root: Path, requirement: str, constraints: Path) -> Environ
         "settings": SETTINGS,
         "wrong_order": WRONG_ORDER,
         "asgi": ASGI,
+        "urls": URLS,
     }.items():
         (package / f"{name}.py").write_text(text)
     return Environment(python, root / "project")
@@ -205,6 +216,21 @@ def test_with_every_extra_every_module_imports_and_the_commands_run(full):
     location, *imported = result.stdout.split()
     assert "site-packages" in location and str(REPO) not in location
     assert set(imported) == set(source_modules()) - {"channels_kit"}
+    # The health views as docs/using-the-kit.md wires them (no database here: not ready).
+    probe = textwrap.dedent(
+        """
+        import django, json
+        django.setup()
+        from django.test import Client
+        healthz, readyz = Client().get("/healthz"), Client().get("/readyz")
+        print(healthz.status_code, healthz["X-Served-By"], readyz.status_code, json.dumps(readyz.json()))
+        """
+    )
+    healthz, served_by, readyz, checks = run(
+        full.python, "-c", probe, cwd=full.project, env=env
+    ).stdout.split(" ", 3)
+    assert (healthz, readyz) == ("200", "503") and served_by.startswith("django/")
+    assert json.loads(checks)["checks"]["channel_layer"]["ok"] is True
     for command in ("runworker", "channels_status"):
         assert full.django(command, "--help").stdout.startswith("usage:")
     assert "System check identified no issues" in full.django("check").stdout

@@ -32,7 +32,7 @@ class Task(models.Model):
     """A background job queued on a worker channel and run by a worker."""
 
     class Channel(models.TextChoices):
-        """The background channels a task can go to (the seed's split of worker tiers)."""
+        """The background channels a task can go to (the split of the worker tiers)."""
 
         THUMBNAIL = "thumbnail"  # slow jobs: their own workers (`worker-thumbnail`)
         TASKS = "tasks"  # quick jobs: the general workers (`worker`)

@@ -80,7 +80,7 @@ def test_no_worker_means_503_and_a_clean_close_after_the_timeout(short_timeout):
 
 
 def test_a_web_only_worker_serves_pages_and_sockets_but_no_task(short_timeout):
-    """The seed's `runworker --only-channels=http.* --only-channels=websocket.*`."""
+    """A web-only worker: `runworker --only-channels=http.* --only-channels=websocket.*`."""
     workers(0)
     name = f"e2e-web-only-{uuid.uuid4().hex[:6]}"
     compose(

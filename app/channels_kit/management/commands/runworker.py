@@ -137,7 +137,8 @@ class Command(runworker.Command):
         parser.add_argument(
             "--heartbeat-file",
             default=env_str("WORKER_HEARTBEAT_FILE", DEFAULT_HEARTBEAT_FILE),
-            help="File touched while the worker runs ('' to disable; env WORKER_HEARTBEAT_FILE).",
+            help="File touched while the worker runs (env WORKER_HEARTBEAT_FILE, default "
+            f"{DEFAULT_HEARTBEAT_FILE}; --heartbeat-file='' turns it off).",
         )
 
     def handle(self, *args, **options) -> None:
