@@ -7,7 +7,7 @@ N ?= 8
 SERVICE ?= worker
 
 .PHONY: help up down clean ps logs status scale deploy build base-images lint test bench-layer bench-routing \
-	bench-relay loadtest loadtest-ui loadtest-down scaling bench
+	bench-relay loadtest loadtest-ui loadtest-down scaling bench native-up native-down
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -32,6 +32,12 @@ status: ## Queue depth, oldest message age and busy workers of the running stack
 
 scale: ## Run N replicas of SERVICE (default: worker), e.g. `make scale N=8`
 	@docker compose up --detach --no-recreate --wait --scale $(SERVICE)=$(N) $(SERVICE)
+
+native-up: ## The stack without Docker, in the foreground (Ctrl-C stops it), e.g. NATIVE_MODE=one-process
+	@scripts/native-up
+
+native-down: ## Stop what `make native-up` runs (from another terminal); no process is left
+	@scripts/native-down
 
 deploy: ## Roll the workers onto new code one at a time, dropping nothing, e.g. `make deploy TAG=v2 CANARY=0.25`
 	@scripts/rollout $(if $(TAG),--tag $(TAG)) $(if $(CANARY),--canary $(CANARY)) $(DEPLOY_ARGS)

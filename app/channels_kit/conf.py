@@ -70,25 +70,51 @@ def env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
 
 
-def channel_layers_from_env() -> dict[str, Any]:
-    """``CHANNEL_LAYERS`` from ``REDIS_URLS`` and friends (in-memory when no URL is set)."""
+def redis_urls() -> list[str]:
+    """The Redis servers of the channel layer: ``REDIS_URLS`` (several: shards of one layer),
+    else a platform's single ``REDIS_TLS_URL`` or ``REDIS_URL``."""
     urls = env_list("REDIS_URLS")
+    if urls:
+        return urls
+    single = env_str("REDIS_TLS_URL") or env_str("REDIS_URL")
+    return [single] if single else []
+
+
+SSL_CERT_REQS = ("none", "optional", "required")
+
+
+def redis_host(url: str) -> dict[str, Any]:
+    """One channels_redis host entry: the URL with the kit's timeouts and, for ``rediss://``,
+    the certificate settings (platforms' managed Redis often has a self-signed one)."""
+    host: dict[str, Any] = {
+        "address": url,
+        "socket_timeout": env_float("REDIS_SOCKET_TIMEOUT", 30.0),
+        "socket_connect_timeout": env_float("REDIS_CONNECT_TIMEOUT", 5.0),
+        "health_check_interval": env_int("REDIS_HEALTH_CHECK_INTERVAL", 30),
+    }
+    if url.startswith("rediss://"):
+        cert_reqs = env_str("REDIS_SSL_CERT_REQS", "required").lower()
+        if cert_reqs not in SSL_CERT_REQS:
+            raise ImproperlyConfigured(
+                f"REDIS_SSL_CERT_REQS={cert_reqs!r}: expected one of {', '.join(SSL_CERT_REQS)}"
+            )
+        host["ssl_cert_reqs"] = cert_reqs
+        if env_str("REDIS_SSL_CA_CERTS"):
+            host["ssl_ca_certs"] = env_str("REDIS_SSL_CA_CERTS")
+    return host
+
+
+def channel_layers_from_env() -> dict[str, Any]:
+    """``CHANNEL_LAYERS`` from ``REDIS_URLS`` (or ``REDIS_URL``) and friends; Channels'
+    in-memory layer when no Redis is named."""
+    urls = redis_urls()
     if not urls:
         return {"default": {"BACKEND": IN_MEMORY_BACKEND}}
     if find_spec("channels_redis") is None:
         raise ImproperlyConfigured(
-            "REDIS_URLS is set, but the Redis backend is not installed: pip install 'channels-kit[redis]'"
+            "a Redis URL is set, but the Redis backend is not installed: pip install 'channels-kit[redis]'"
         )
-    socket_timeout = env_float("REDIS_SOCKET_TIMEOUT", 30.0)
-    hosts = [
-        {
-            "address": url,
-            "socket_timeout": socket_timeout,
-            "socket_connect_timeout": env_float("REDIS_CONNECT_TIMEOUT", 5.0),
-            "health_check_interval": env_int("REDIS_HEALTH_CHECK_INTERVAL", 30),
-        }
-        for url in urls
-    ]
+    hosts = [redis_host(url) for url in urls]
     return {
         "default": {
             "BACKEND": REDIS_BACKEND,

@@ -41,3 +41,22 @@ def test_channel_layers_from_redis_urls(monkeypatch):
     hosts = layer["CONFIG"]["hosts"]
     assert [h["address"] for h in hosts] == ["redis://a:6379/0", "redis://b:6379/0"]
     assert all(h["socket_timeout"] == 7.0 for h in hosts)
+
+
+def test_a_platform_redis_url_is_the_layer_when_no_shards_are_named(monkeypatch):
+    for name in ("REDIS_URLS", "REDIS_TLS_URL", "REDIS_SSL_CERT_REQS", "REDIS_SSL_CA_CERTS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("REDIS_URL", "redis://:secret@platform:6379")
+    [host] = conf.channel_layers_from_env()["default"]["CONFIG"]["hosts"]
+    assert host["address"] == "redis://:secret@platform:6379" and "ssl_cert_reqs" not in host
+    # The TLS URL wins, with the certificate check the platform asks for.
+    monkeypatch.setenv("REDIS_TLS_URL", "rediss://:secret@platform:6380")
+    monkeypatch.setenv("REDIS_SSL_CERT_REQS", "none")
+    [host] = conf.channel_layers_from_env()["default"]["CONFIG"]["hosts"]
+    assert (host["address"], host["ssl_cert_reqs"]) == ("rediss://:secret@platform:6380", "none")
+    monkeypatch.setenv("REDIS_SSL_CERT_REQS", "sometimes")
+    with pytest.raises(ImproperlyConfigured, match="REDIS_SSL_CERT_REQS"):
+        conf.channel_layers_from_env()
+    # Named shards win over a platform's single URL.
+    monkeypatch.setenv("REDIS_URLS", "redis://a:6379/0,redis://b:6379/0")
+    assert len(conf.channel_layers_from_env()["default"]["CONFIG"]["hosts"]) == 2

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from django.core.management import CommandError, call_command
+from django.test.utils import override_settings
 
 from channels_kit.layers.redis import RedisChannelLayer
 from channels_kit.relay.interface import RelayApplication, RelaySettings
@@ -174,3 +176,22 @@ def test_relay_mode_serves_relayed_requests_and_answers_abandoned_ones_at_once(p
     assert f"runworker: serving http.request (named [], {relayed}" in out
     assert "worker serving channels http.request x2" in out
     assert "abandoning 1 in-flight message(s): http.request#" in out
+
+
+# --- processes that cannot share Channels' in-memory layer -----------------------------
+
+
+@override_settings(ASGI_APPLICATION="tests.workerproject.asgi.application")
+def test_a_worker_of_its_own_refuses_the_in_memory_layer():
+    """The unit tests' settings use the in-memory layer: a separate worker would get nothing."""
+    with pytest.raises(CommandError, match="in-memory one, which lives inside one process"):
+        call_command("runworker", "jobs")
+
+
+@pytest.mark.parametrize("env", [{"WEB_REPLICAS": "2"}, {"DYNO": "web.2"}])
+@override_settings(ASGI_APPLICATION="tests.workerproject.asgi.application")
+def test_one_process_mode_refuses_the_in_memory_layer_beside_other_web_processes(monkeypatch, env):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(CommandError, match="groups would silently miss the others' sockets"):
+        call_command("runall")

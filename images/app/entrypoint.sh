@@ -1,31 +1,49 @@
 #!/bin/sh
-# Entrypoint of the app image. The first argument picks the role:
-#   daphne   the interface server running the project (HTTP + WebSocket) on port 8000
-#            (ASGI_MODE=direct; in relay mode Daphne runs images/relay instead)
+# Entrypoint of the app image, and the launcher of the Procfile's process types (run from
+# the project's directory, app/demo). The first argument picks the role:
+#   daphne   the interface server running the project (HTTP + WebSocket) on SERVER_BIND:PORT
+#            (ASGI_MODE=direct; in relay mode the stack's Daphne runs images/relay instead)
+#   web      the Procfile's web process: `daphne`, or with ASGI_MODE=relay the kit's relay
+#   all      one-process mode: Daphne and the workers in one process (manage.py runall)
 #   uwsgi    the same project under uWSGI (the optional WSGI tier): uwsgi protocol
-#            on 3031 for nginx, plain HTTP on 8000 for healthchecks and benchmarks
+#            on 3031 for nginx, plain HTTP on SERVER_BIND:PORT for healthchecks and benchmarks
 #   worker   a runworker process; further arguments go to it (--only-channels=...); with
 #            ASGI_MODE=relay it also serves the relayed HTTP and WebSocket traffic
-#   migrate  apply database migrations and create the demo user, then exit
+#   migrate  apply database migrations and create the demo user, then exit (also: release)
 # Anything else is run as given (e.g. `python manage.py shell`).
 set -eu
-. /usr/local/lib/channels-kit/entrypoint-lib.sh
+# The image installs the shared functions; a checkout (the Procfile) has them beside this file.
+lib=/usr/local/lib/channels-kit/entrypoint-lib.sh
+[ -f "$lib" ] || lib="$(dirname "$0")/../common/entrypoint-lib.sh"
+. "$lib"
 
 # What print_settings shows (never a secret).
 export KIT_SETTINGS_KEYS="SERVER_ROLE ASGI_MODE DJANGO_ALLOWED_HOSTS DJANGO_DEBUG POSTGRES_HOST POSTGRES_DB
   REDIS_URLS REDIS_SOCKET_TIMEOUT LOG_LEVEL WORKER_CONCURRENCY WORKER_HTTP_CONCURRENCY
   WORKER_WEBSOCKET_CONCURRENCY WORKER_GRACE_PERIOD_SECONDS UWSGI_PROCESSES UWSGI_THREADS
-  UWSGI_WORKER_RELOAD_MERCY LONGPOLL_TIMEOUT CHAT_SOCKET_HOST"
+  UWSGI_WORKER_RELOAD_MERCY LONGPOLL_TIMEOUT CHAT_SOCKET_HOST PORT"
 
-case "${1:-daphne}" in
+role=${1:-daphne}
+if [ "$#" -gt 0 ]; then shift; fi
+if [ "$role" = web ]; then
+  case "${ASGI_MODE:-direct}" in
+    relay) exec_relay "$@" ;;
+    *) role=daphne ;;
+  esac
+fi
+
+case "$role" in
   daphne)
-    shift || true
     export SERVER_ROLE="${SERVER_ROLE:-daphne}"
     timeout=$(whole_seconds DAPHNE_HTTP_TIMEOUT "${DAPHNE_HTTP_TIMEOUT:-120}")
     exec_daphne chatdemo.asgi:application "$timeout" "${DAPHNE_WEBSOCKET_CONNECT_TIMEOUT:-20}" "$@"
     ;;
+  all)
+    export SERVER_ROLE="${SERVER_ROLE:-daphne}"
+    set -- python manage.py runall "$@"
+    exec 2>&1
+    ;;
   uwsgi)
-    shift
     export SERVER_ROLE="${SERVER_ROLE:-uwsgi}"
     # uWSGI reads every UWSGI_<OPTION> variable as an option (and --strict refuses
     # unknown ones), so these defaults are also what it runs with.
@@ -40,8 +58,8 @@ case "${1:-daphne}" in
       --strict --master --need-app --single-interpreter \
       --pythonpath "$PWD" \
       --module chatdemo.wsgi:application \
-      --uwsgi-socket 0.0.0.0:3031 \
-      --http-socket 0.0.0.0:8000 \
+      --uwsgi-socket "${SERVER_BIND:-0.0.0.0}:${WSGI_SOCKET_PORT:-3031}" \
+      --http-socket "${SERVER_BIND:-0.0.0.0}:${PORT:-8000}" \
       --processes "$UWSGI_PROCESSES" --threads "$UWSGI_THREADS" \
       --worker-reload-mercy "$UWSGI_WORKER_RELOAD_MERCY" \
       --hook-master-start "unix_signal:15 gracefully_kill_them_all" \
@@ -52,14 +70,15 @@ case "${1:-daphne}" in
       "$@"
     ;;
   worker)
-    shift
     export SERVER_ROLE="${SERVER_ROLE:-worker}"
     set -- python manage.py runworker "$@"
     ;;
-  migrate)
-    shift
+  migrate | release)
     python manage.py migrate --noinput "$@"
     set -- python manage.py ensure_demo_user
+    ;;
+  *)
+    set -- "$role" "$@"
     ;;
 esac
 

@@ -1,12 +1,18 @@
-# Shell functions shared by the entrypoints of the app and relay images (POSIX sh, sourced).
+# Shell functions shared by the entrypoints of the app and relay images, and by the
+# Procfile through images/app/entrypoint.sh (POSIX sh, sourced).
+#
+# Every server listens on SERVER_BIND:PORT (0.0.0.0:8000 in the images; a platform
+# sets PORT, `make native-up` binds 127.0.0.1).
 
 # print_settings COMMAND...: the settings named in KIT_SETTINGS_KEYS (space-separated) as one
 # line of JSON, with the command about to run. Never name a secret in KIT_SETTINGS_KEYS.
 print_settings() {
   python - "$@" <<'PY'
-import json, os, sys
+import json, os, re, sys
 keys = os.environ.get("KIT_SETTINGS_KEYS", "").split()
-print("channels-kit settings:", json.dumps({k: os.environ.get(k, "") for k in keys} | {"command": sys.argv[1:]}))
+# Passwords in URLs (redis://:secret@host) are masked.
+settings = {k: re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", os.environ.get(k, "")) for k in keys}
+print("channels-kit settings:", json.dumps(settings | {"command": sys.argv[1:]}))
 PY
 }
 
@@ -18,14 +24,14 @@ whole_seconds() {
   echo "$2"
 }
 
-# exec_daphne APPLICATION HTTP_TIMEOUT CONNECT_TIMEOUT [DAPHNE-ARGS...]: Daphne on port
-# 8000 behind nginx (client address from its proxy headers), with the kit's WebSocket
-# message limit and pings. Everything it logs goes to stdout.
+# exec_daphne APPLICATION HTTP_TIMEOUT CONNECT_TIMEOUT [DAPHNE-ARGS...]: Daphne behind a
+# proxy (client address from its headers), with the kit's WebSocket message limit and
+# pings. Everything it logs goes to stdout.
 exec_daphne() {
   application=$1 http_timeout=$2 connect_timeout=$3
   shift 3
   set -- daphne \
-    --bind 0.0.0.0 --port 8000 \
+    --bind "${SERVER_BIND:-0.0.0.0}" --port "${PORT:-8000}" \
     --proxy-headers \
     --http-timeout "$http_timeout" \
     --websocket_connect_timeout "$connect_timeout" \
@@ -37,4 +43,13 @@ exec_daphne() {
   print_settings "$@"
   exec 2>&1
   exec "$@"
+}
+
+# exec_relay [DAPHNE-ARGS...]: Daphne serving the kit's relay (relay mode's interface
+# server). The relay answers 503 (HTTP) or closes with 4503 (WebSocket) after
+# DAPHNE_HTTP_TIMEOUT; Daphne's own timeouts stay a little longer, as a backstop.
+exec_relay() {
+  timeout=$(whole_seconds DAPHNE_HTTP_TIMEOUT "${DAPHNE_HTTP_TIMEOUT:-120}")
+  export SERVER_ROLE="${SERVER_ROLE:-daphne}" RELAY_TIMEOUT="$timeout"
+  exec_daphne channels_kit.relay.asgi:application "$((timeout + 5))" "$((timeout + 5))" "$@"
 }

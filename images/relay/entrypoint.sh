@@ -13,11 +13,7 @@ export KIT_SETTINGS_KEYS="SERVER_ROLE REDIS_URLS REDIS_SOCKET_TIMEOUT RELAY_TIME
 case "${1:-relay}" in
   relay)
     shift || true
-    timeout=$(whole_seconds DAPHNE_HTTP_TIMEOUT "${DAPHNE_HTTP_TIMEOUT:-120}")
-    export SERVER_ROLE="${SERVER_ROLE:-daphne}" RELAY_TIMEOUT="$timeout"
-    # The relay answers 503 (HTTP) or closes with 4503 (WebSocket) after RELAY_TIMEOUT;
-    # Daphne's own timeouts stay a little longer, as a backstop.
-    exec_daphne channels_kit.relay.asgi:application "$((timeout + 5))" "$((timeout + 5))" "$@"
+    exec_relay "$@"
     ;;
 esac
 

@@ -159,7 +159,9 @@ def bare(tmp_path_factory, wheel, constraints) -> Environment:
 @pytest.fixture(scope="module")
 def full(tmp_path_factory, wheel, constraints) -> Environment:
     """The wheel with every extra."""
-    return make_environment(tmp_path_factory.mktemp("full"), f"{wheel}[redis,metrics,testing]", constraints)
+    return make_environment(
+        tmp_path_factory.mktemp("full"), f"{wheel}[redis,metrics,daphne,testing]", constraints
+    )
 
 
 def test_the_wheel_holds_every_module_and_the_package_metadata(wheel):
@@ -174,7 +176,7 @@ def test_the_wheel_holds_every_module_and_the_package_metadata(wheel):
     version = re.search(r'__version__ = "([^"]+)"', (SOURCE / "__init__.py").read_text()).group(1)
     assert metadata["Version"] == version
     assert metadata["License-Expression"] == "BSD-3-Clause"
-    assert {"redis", "metrics", "testing"} <= set(metadata.get_all("Provides-Extra"))
+    assert {"redis", "metrics", "daphne", "testing"} <= set(metadata.get_all("Provides-Extra"))
     assert "Typing :: Typed" in metadata.get_all("Classifier")
     assert metadata["Description-Content-Type"] == "text/markdown"
 
@@ -184,6 +186,8 @@ def test_without_extras_the_kit_imports_and_names_the_extra_it_misses(bare):
     result = bare.django("runworker", "--metrics-port", "9100", check=False)
     assert result.returncode != 0
     assert "pip install 'channels-kit[metrics]'" in result.stderr
+    result = bare.django("runall", check=False)
+    assert result.returncode != 0 and "pip install 'channels-kit[daphne]'" in result.stderr
     # channels_kit.layers names the Redis layer only when asked, so it imports without redis.
     run(
         bare.python,
@@ -231,7 +235,7 @@ def test_with_every_extra_every_module_imports_and_the_commands_run(full):
     ).stdout.split(" ", 3)
     assert (healthz, readyz) == ("200", "503") and served_by.startswith("django/")
     assert json.loads(checks)["checks"]["channel_layer"]["ok"] is True
-    for command in ("runworker", "channels_status"):
+    for command in ("runworker", "channels_status", "runall"):
         assert full.django(command, "--help").stdout.startswith("usage:")
     assert "System check identified no issues" in full.django("check").stdout
 

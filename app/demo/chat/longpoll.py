@@ -63,6 +63,8 @@ async def next_chat_message(room: str, timeout: float) -> dict | None:
 @require_GET
 async def poll(request: HttpRequest, room: str) -> HttpResponse:
     """200 with the room's next message (the WebSocket contract's shape), or 204 after the timeout."""
+    if get_channel_layer() is None:
+        return JsonResponse({"error": "long-poll is off: this site runs without a channel layer"}, status=503)
     message = await next_chat_message(room, poll_timeout(request.GET.get("timeout")))
     if message is None:
         return HttpResponse(status=204)

@@ -18,6 +18,8 @@ from channels_kit.observe.identity import interface_identity, server_identity
 from chat.models import ROOM_PATTERN, Message, Task
 
 DEFAULT_ROOM = "lobby"
+# What the live parts answer when the site runs without a channel layer (CHANNELS_ENABLED=false).
+CHANNELS_OFF = "this site runs without a channel layer (CHANNELS_ENABLED=false)"
 # GET /io/: how long the view blocks by default, and at most (milliseconds).
 IO_DEFAULT_MS = 50
 IO_MAX_MS = 1000
@@ -42,6 +44,7 @@ def index(request: HttpRequest) -> HttpResponse:
         "interface": interface_identity(getattr(request, "scope", None)),
         "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,
         "socket_host": settings.CHAT_SOCKET_HOST,
+        "live": get_channel_layer() is not None,
     }
     return render(request, "chat/index.html", context)
 
@@ -99,12 +102,15 @@ def create_task(request: HttpRequest) -> JsonResponse:
         return JsonResponse({"error": "body is not valid JSON"}, status=400)
     if not isinstance(payload, dict):
         return JsonResponse({"error": "body must be a JSON object"}, status=400)
+    layer = get_channel_layer()
+    if layer is None:
+        return JsonResponse({"error": f"background tasks are off: {CHANNELS_OFF}"}, status=503)
     channel = payload.pop("channel", Task.Channel.THUMBNAIL)
     if channel not in Task.Channel.values:
         choices = ", ".join(Task.Channel.values)
         return JsonResponse({"error": f'"channel" must be one of: {choices}'}, status=400)
     task = Task.objects.create(channel=channel, payload=payload)
-    async_to_sync(get_channel_layer().send)(channel, {"type": "task.run", "id": str(task.pk)})
+    async_to_sync(layer.send)(channel, {"type": "task.run", "id": str(task.pk)})
     body = task.as_json() | {"url": f"/tasks/{task.pk}"}
     return JsonResponse(body, status=202)
 

@@ -5,6 +5,7 @@ See ``.env.example`` at the repository root for every variable and its default.
 
 from pathlib import Path
 
+import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from channels_kit.conf import (
@@ -44,6 +45,9 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "channels_kit.middleware.ServedByMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Static files when nothing sits in front (a platform, `make native-up`); behind the
+    # stack's nginx, which serves them itself, it is left out (DJANGO_SERVE_STATIC=false).
+    *(["whitenoise.middleware.WhiteNoiseMiddleware"] if env_bool("DJANGO_SERVE_STATIC", True) else []),
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -70,7 +74,11 @@ TEMPLATES = [
     },
 ]
 
-if env_str("POSTGRES_HOST"):
+conn_max_age = env_int("POSTGRES_CONN_MAX_AGE", 0)
+if env_str("DATABASE_URL"):
+    # A platform's database (postgres://user:password@host:port/name, sqlite:///path, ...).
+    DATABASES = {"default": dj_database_url.parse(env_str("DATABASE_URL"), conn_max_age=conn_max_age)}
+elif env_str("POSTGRES_HOST"):
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.postgresql",
@@ -79,7 +87,7 @@ if env_str("POSTGRES_HOST"):
             "NAME": env_str("POSTGRES_DB", "chat"),
             "USER": env_str("POSTGRES_USER", "chat"),
             "PASSWORD": env_str("POSTGRES_PASSWORD"),
-            "CONN_MAX_AGE": env_int("POSTGRES_CONN_MAX_AGE", 0),
+            "CONN_MAX_AGE": conn_max_age,
             "OPTIONS": {"connect_timeout": env_int("POSTGRES_CONNECT_TIMEOUT", 5)},
         }
     }
@@ -91,9 +99,19 @@ else:
             "NAME": env_str("SQLITE_PATH", str(BASE_DIR / "db.sqlite3")),
         }
     }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Several processes (web and workers) write to one file: wait for the lock rather
+    # than fail, and take it up front so that no transaction has to be retried.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-CHANNEL_LAYERS = channel_layers_from_env()
+# CHANNELS_ENABLED=false: no channel layer at all, a plain WSGI site (docs/paas.md):
+# pages and history work, live chat, long-poll and background tasks say they are off.
+CHANNELS_ENABLED = env_bool("CHANNELS_ENABLED", True)
+if CHANNELS_ENABLED:
+    CHANNEL_LAYERS = channel_layers_from_env()
 
 # Request bodies: nginx enforces the same limit (MAX_REQUEST_BYTES) in front.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MAX_REQUEST_BYTES", 1024 * 1024)

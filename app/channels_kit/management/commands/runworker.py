@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from channels import DEFAULT_CHANNEL_LAYER
-from channels.layers import get_channel_layer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 from channels.management.commands import runworker
 from channels.routing import get_default_application
 from django.core.exceptions import ImproperlyConfigured
@@ -39,6 +39,11 @@ DEFAULT_WEBSOCKET_CONCURRENCY = 16
 # Below compose's stop_grace_period (30 s) for the worker services, so the drain
 # ends before Docker's SIGKILL.
 DEFAULT_GRACE_PERIOD_SECONDS = 25.0
+IN_MEMORY_WORKER = (
+    "the channel layer is Channels' in-memory one, which lives inside one process: a worker of "
+    "its own would never get what the web processes send. Name a Redis server (REDIS_URLS, or a "
+    "platform's REDIS_URL), or run the web server and the workers in one process: manage.py runall"
+)
 
 
 def split_globs(values: list[str] | None, env_name: str) -> list[str]:
@@ -176,6 +181,14 @@ class Command(runworker.Command):
         if not 0 <= metrics_port <= 65535:
             raise CommandError(f"--metrics-port must be 0 (off) or a port number, not {metrics_port}")
 
+        if metrics_port:
+            try:
+                from channels_kit.observe.metrics import MetricsServer
+            except ImportError as exc:
+                raise CommandError(
+                    f"--metrics-port needs prometheus-client ({exc}): pip install 'channels-kit[metrics]'"
+                ) from None
+
         application = get_default_application()
         named, routed = list(options["channels"]), routed_channels(application)
         relayed = relay_channels(application) if relay else []
@@ -186,6 +199,8 @@ class Command(runworker.Command):
         channel_layer = get_channel_layer(options["layer"])
         if channel_layer is None:
             raise CommandError("You do not have any CHANNEL_LAYERS configured.")
+        if isinstance(channel_layer, InMemoryChannelLayer):
+            raise CommandError(IN_MEMORY_WORKER)
 
         send_consumer_errors_to_stderr()
         logger.info(
@@ -215,12 +230,6 @@ class Command(runworker.Command):
         )
         metrics = None
         if metrics_port:
-            try:
-                from channels_kit.observe.metrics import MetricsServer
-            except ImportError as exc:
-                raise CommandError(
-                    f"--metrics-port needs prometheus-client ({exc}): pip install 'channels-kit[metrics]'"
-                ) from None
             try:
                 metrics = MetricsServer(worker, metrics_port)
             except OSError as exc:

@@ -1,0 +1,148 @@
+"""``manage.py runall``: one-process mode, Daphne and the workers in one process.
+
+For platforms that allow a single process type: Daphne serves HTTP, long-poll and
+WebSockets and, on the same event loop, a ``KitWorker`` serves every channel the project
+routes (sync consumers on threads of their own). Not for production at scale: with
+Channels' in-memory layer (no Redis named) groups and background channels reach no other
+process, so it says so, and it refuses to start when the platform runs more than one web
+process (``WEB_REPLICAS``, or a ``DYNO`` such as ``web.2``). With a Redis layer it is one
+more process of the deployment and scales like the others.
+
+    manage.py runall                    # on SERVER_BIND:PORT (0.0.0.0:8000)
+    manage.py runall --port 5000
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+
+from channels import DEFAULT_CHANNEL_LAYER
+from channels.layers import InMemoryChannelLayer, get_channel_layer
+from channels.routing import get_default_application
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management import BaseCommand, CommandError
+
+from channels_kit.conf import env_float, env_int, env_str
+from channels_kit.worker.errors import send_consumer_errors_to_stderr
+from channels_kit.worker.selection import routed_channels
+from channels_kit.worker.server import KitWorker
+
+logger = logging.getLogger(__name__)
+
+IN_MEMORY_WARNING = (
+    "one-process mode with Channels' in-memory layer: groups and background channels reach no "
+    "other process. Run exactly one web process, or name a Redis server (REDIS_URLS or REDIS_URL)"
+)
+
+
+def other_web_processes() -> str | None:
+    """What says that more than one web process runs (and would not share an in-memory layer)."""
+    replicas = env_int("WEB_REPLICAS", 1)
+    if replicas > 1:
+        return f"WEB_REPLICAS={replicas}"
+    dyno = env_str("DYNO")
+    numbered = re.fullmatch(r"[\w-]+\.(\d+)", dyno)
+    if numbered and int(numbered.group(1)) > 1:
+        return f"DYNO={dyno} (the platform runs several of this process)"
+    return None
+
+
+class Command(BaseCommand):
+    """Serve HTTP, WebSockets and the project's background channels from one process."""
+
+    help = (
+        "One-process mode: Daphne and the workers in one process, for platforms that allow a "
+        "single process type. SIGTERM/SIGINT: stop serving, let running consumers finish, exit."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--bind", help="Address to listen on (env SERVER_BIND, default 0.0.0.0).")
+        parser.add_argument("--port", type=int, help="Port to listen on (env PORT, default 8000).")
+        parser.add_argument(
+            "--layer", default=DEFAULT_CHANNEL_LAYER, help="Channel layer alias, if not the default."
+        )
+
+    def handle(self, *args, **options) -> None:
+        try:
+            bind = options["bind"] or env_str("SERVER_BIND", "0.0.0.0")
+            port = options["port"] if options["port"] is not None else env_int("PORT", 8000)
+            grace_period = env_float("WORKER_GRACE_PERIOD_SECONDS", 25.0)
+            settings = {
+                "http_timeout": env_int("DAPHNE_HTTP_TIMEOUT", 120),
+                "websocket_connect_timeout": env_int("DAPHNE_WEBSOCKET_CONNECT_TIMEOUT", 20),
+                "websocket_max_message_size": env_int("WS_MAX_MESSAGE_BYTES", 65536),
+                "application_close_timeout": env_int("DAPHNE_APPLICATION_CLOSE_TIMEOUT", 10),
+                "ping_interval": env_int("DAPHNE_PING_INTERVAL", 20),
+                "ping_timeout": env_int("DAPHNE_PING_TIMEOUT", 30),
+            }
+        except ImproperlyConfigured as exc:
+            raise CommandError(str(exc)) from None
+        layer = get_channel_layer(options["layer"])
+        if layer is None:
+            raise CommandError("You do not have any CHANNEL_LAYERS configured.")
+        if isinstance(layer, InMemoryChannelLayer):
+            others = other_web_processes()
+            if others:
+                raise CommandError(
+                    f"one-process mode with Channels' in-memory layer, but {others}: each process would "
+                    "have a layer of its own, and groups would silently miss the others' sockets. Name a "
+                    "Redis server (REDIS_URLS or REDIS_URL), or run a single web process."
+                )
+            logger.warning(IN_MEMORY_WARNING)
+        try:
+            # Importing Daphne's server installs Twisted's asyncio reactor: do it first.
+            from daphne.endpoints import build_endpoint_description_strings
+            from daphne.server import Server
+            from twisted.internet import defer, reactor
+        except ImportError as exc:
+            raise CommandError(f"runall needs Daphne ({exc}): pip install 'channels-kit[daphne]'") from None
+
+        application = get_default_application()
+        channels = routed_channels(application)
+        worker = (
+            KitWorker(
+                application=application, channels=channels, channel_layer=layer, grace_period=grace_period
+            )
+            if channels
+            else None
+        )
+        send_consumer_errors_to_stderr()
+        failed: list[BaseException] = []
+
+        def start_worker() -> None:
+            if worker is None:
+                logger.info("runall: the project routes no channel; serving HTTP and WebSockets only")
+                return
+            task = asyncio.ensure_future(worker.arun())
+
+            def ended(done: asyncio.Future) -> None:
+                if not done.cancelled() and done.exception() is not None:
+                    failed.append(done.exception())
+                    logger.error("runall: the worker failed (%r); stopping", done.exception())
+                    if reactor.running:
+                        reactor.stop()
+
+            task.add_done_callback(ended)
+
+            def drain() -> defer.Deferred:
+                worker.request_stop("shutting down")
+                return defer.Deferred.fromFuture(asyncio.ensure_future(asyncio.wait({task})))
+
+            reactor.addSystemEventTrigger("before", "shutdown", drain)
+            logger.info("runall: workers serve %s in this process", ", ".join(channels))
+
+        server = Server(
+            application=application,
+            endpoints=build_endpoint_description_strings(host=bind, port=port),
+            proxy_forwarded_address_header="X-Forwarded-For",
+            proxy_forwarded_port_header="X-Forwarded-Port",
+            proxy_forwarded_proto_header="X-Forwarded-Proto",
+            ready_callable=start_worker,
+            **settings,
+        )
+        logger.info("runall: Daphne on %s:%d", bind, port)
+        server.run()
+        if failed:
+            raise CommandError(f"the worker failed: {failed[0]!r}")
