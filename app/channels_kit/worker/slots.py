@@ -10,6 +10,7 @@ message outside the layer.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from asgiref.sync import ThreadSensitiveContext
 
 from channels_kit.layers.base import ChannelLayer
 from channels_kit.worker.errors import errors_logger
+
+logger = logging.getLogger(__name__)
 
 # Pause before replacing an instance that died without taking a message (e.g. its
 # constructor raises), so a broken consumer cannot spin the loop.
@@ -143,6 +146,12 @@ class ConsumerSlot(Slot):
         if instance is not None and instance.future is not None and not instance.future.done():
             instance.future.cancel()
             await asyncio.wait({instance.future}, timeout=timeout)
+            if instance.future.done() and not instance.future.cancelled():
+                # An idle instance ends with its layer's error when the layer is gone at
+                # shutdown (Redis stopped first): expected then, and not worth a traceback.
+                error = instance.future.exception()
+                if error is not None:
+                    logger.info("%s: the consumer ended with %r while stopping", self.scope_id, error)
 
     # --- the instance -------------------------------------------------------------
 
