@@ -104,35 +104,52 @@ def redis_host(url: str) -> dict[str, Any]:
     return host
 
 
+CHANNEL_BACKENDS = ("redis", "local", "memory")
+LOCAL_BACKEND = "channels_kit.layers.local.LocalChannelLayer"
+
+
+def channel_backend() -> str:
+    """``CHANNEL_BACKEND``: ``redis``, ``local`` (the same-host layer) or ``memory``; when unset,
+    ``redis`` if a Redis URL is set, else ``memory``."""
+    backend = env_str("CHANNEL_BACKEND").lower() or ("redis" if redis_urls() else "memory")
+    if backend not in CHANNEL_BACKENDS:
+        raise ImproperlyConfigured(
+            f"CHANNEL_BACKEND={backend!r}: expected one of {', '.join(CHANNEL_BACKENDS)}"
+        )
+    return backend
+
+
 def channel_layers_from_env() -> dict[str, Any]:
-    """``CHANNEL_LAYERS`` from ``REDIS_URLS`` (or ``REDIS_URL``) and friends; Channels'
-    in-memory layer when no Redis is named."""
+    """``CHANNEL_LAYERS`` for ``CHANNEL_BACKEND``, from the same variables in every process:
+    Redis from ``REDIS_URLS`` (or ``REDIS_URL``), the same-host layer from
+    ``LOCAL_LAYER_PATH``, else Channels' in-memory layer."""
+    backend = channel_backend()
+    if backend == "memory":
+        return {"default": {"BACKEND": IN_MEMORY_BACKEND}}
+    common = {
+        "prefix": env_str("CHANNEL_LAYER_PREFIX", "asgi"),
+        "expiry": env_int("CHANNEL_LAYER_EXPIRY", 60),
+        "group_expiry": env_int("CHANNEL_LAYER_GROUP_EXPIRY", 86400),
+        "capacity": env_int("CHANNEL_LAYER_CAPACITY", 100),
+        # Relay mode's channels (channels_kit.relay): the work channels that carry every
+        # request and WebSocket event to the workers, and each interface server's replies.
+        "channel_capacity": {
+            pattern: env_int("CHANNEL_LAYER_RELAY_CAPACITY", 1000)
+            for pattern in ("relay.*", "http.request", "websocket.*")
+        },
+    }
+    if backend == "local":
+        local = {"path": env_str("LOCAL_LAYER_PATH") or None}
+        return {"default": {"BACKEND": LOCAL_BACKEND, "CONFIG": common | local}}
     urls = redis_urls()
     if not urls:
-        return {"default": {"BACKEND": IN_MEMORY_BACKEND}}
+        raise ImproperlyConfigured("CHANNEL_BACKEND=redis needs REDIS_URLS (or a platform's REDIS_URL)")
     if find_spec("channels_redis") is None:
         raise ImproperlyConfigured(
             "a Redis URL is set, but the Redis backend is not installed: pip install 'channels-kit[redis]'"
         )
-    hosts = [redis_host(url) for url in urls]
     return {
-        "default": {
-            "BACKEND": REDIS_BACKEND,
-            "CONFIG": {
-                "hosts": hosts,
-                "prefix": env_str("CHANNEL_LAYER_PREFIX", "asgi"),
-                "expiry": env_int("CHANNEL_LAYER_EXPIRY", 60),
-                "group_expiry": env_int("CHANNEL_LAYER_GROUP_EXPIRY", 86400),
-                "capacity": env_int("CHANNEL_LAYER_CAPACITY", 100),
-                # Relay mode's channels (channels_kit.relay): the work channels that carry
-                # every request and WebSocket event to the workers, and each interface
-                # server's replies (one Redis key per interface process).
-                "channel_capacity": {
-                    pattern: env_int("CHANNEL_LAYER_RELAY_CAPACITY", 1000)
-                    for pattern in ("relay.*", "http.request", "websocket.*")
-                },
-            },
-        }
+        "default": {"BACKEND": REDIS_BACKEND, "CONFIG": common | {"hosts": [redis_host(u) for u in urls]}}
     }
 
 

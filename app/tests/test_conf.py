@@ -60,3 +60,20 @@ def test_a_platform_redis_url_is_the_layer_when_no_shards_are_named(monkeypatch)
     # Named shards win over a platform's single URL.
     monkeypatch.setenv("REDIS_URLS", "redis://a:6379/0,redis://b:6379/0")
     assert len(conf.channel_layers_from_env()["default"]["CONFIG"]["hosts"]) == 2
+
+
+def test_the_backend_switch_picks_one_layer_for_every_process(monkeypatch, tmp_path):
+    for name in ("REDIS_URLS", "REDIS_URL", "REDIS_TLS_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CHANNEL_BACKEND", "local")
+    monkeypatch.setenv("LOCAL_LAYER_PATH", str(tmp_path / "layer.sqlite3"))
+    layer = conf.channel_layers_from_env()["default"]
+    assert layer["BACKEND"] == "channels_kit.layers.local.LocalChannelLayer"
+    assert layer["CONFIG"]["path"] == str(tmp_path / "layer.sqlite3")
+    assert conf.channel_layer_from_env().path == tmp_path / "layer.sqlite3"
+    monkeypatch.setenv("CHANNEL_BACKEND", "redis")
+    with pytest.raises(ImproperlyConfigured, match="needs REDIS_URLS"):
+        conf.channel_layers_from_env()
+    monkeypatch.setenv("CHANNEL_BACKEND", "carrier-pigeon")
+    with pytest.raises(ImproperlyConfigured, match="CHANNEL_BACKEND"):
+        conf.channel_layers_from_env()

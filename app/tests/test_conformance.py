@@ -1,6 +1,7 @@
 """The conformance suite (``channels_kit.testing``) against every layer the kit knows.
 
-Channels' in-memory layer, the kit's Redis layer on 1, 2 and 4 real Redis servers,
+Channels' in-memory layer, the kit's same-host layer (one SQLite file), the kit's Redis
+layer on 1, 2 and 4 real Redis servers,
 and stock channels_redis on the same servers. Where an upstream layer breaks the
 contract, the test is marked as an expected failure with the reason: the gap the
 kit's layer closes. A new backend joins with a class of its own here.
@@ -9,12 +10,15 @@ kit's layer closes. A new backend joins with a class of its own here.
 from __future__ import annotations
 
 import os
+import tempfile
+from pathlib import Path
 from typing import Any, ClassVar
 
 import channels_redis.core
 import pytest
 from channels.layers import InMemoryChannelLayer
 
+from channels_kit.layers.local import LocalChannelLayer
 from channels_kit.layers.redis import RedisChannelLayer
 from channels_kit.testing import ChannelLayerConformance
 
@@ -74,6 +78,15 @@ class TestInMemory(ChannelLayerConformance):
     def make_layer(self, **config: Any) -> InMemoryChannelLayer:
         config.pop("prefix", None)
         return InMemoryChannelLayer(**config)
+
+
+class TestLocal(ChannelLayerConformance):
+    """The same-host layer: each layer built is another process's connection to one file."""
+
+    path = Path(tempfile.gettempdir()) / f"conformance-local-{os.getpid()}.sqlite3"
+
+    def make_layer(self, **config: Any) -> LocalChannelLayer:
+        return LocalChannelLayer(path=self.path, **config)
 
 
 class KitRedis(ChannelLayerConformance):

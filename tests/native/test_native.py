@@ -217,6 +217,25 @@ def test_the_procfile_processes_chat_run_tasks_and_stop_without_a_trace(native):
     assert settings and f'"PORT": "{PORT}"' in settings[0]
 
 
+def test_the_same_host_layer_needs_no_server(native):
+    """CHANNEL_BACKEND=local: the Procfile's processes share one SQLite file; no Redis runs."""
+    stack = native("processes", CHANNEL_BACKEND="local")
+    assert "redis.1" not in stack.text() and "same-host layer" in stack.text()
+    _, _, got = asyncio.run(chat_pair("local"))
+    assert got["message"] == "hello local"
+    assert run_task("thumbnail")["status"] == "done" and run_task("tasks")["status"] == "done"
+    assert long_poll_gets_a_post("local-lp")["message"] == "to the poller"
+    layer = {"CHANNEL_BACKEND": "local", "LOCAL_LAYER_PATH": str(REPO / ".native/layer.sqlite3")}
+    layer["DJANGO_SECRET_KEY"] = "only-to-read-the-status"
+    status = subprocess.run(
+        [REPO / ".venv-native/bin/python", "manage.py", "channels_status", "--json"],
+        cwd=REPO / "app/demo", env=os.environ | layer, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    report = json.loads(status.stdout)
+    assert report["backend"].startswith("channels_kit.layers.local")
+    assert {"tasks", "thumbnail"} <= set(report["channels"]) and report["workers_live"] == 2
+
+
 def test_one_process_mode_serves_everything_and_says_it_cannot_scale(native):
     stack = native("one-process")
     assert "web.1 started" in stack.text() and "worker.1" not in stack.text()

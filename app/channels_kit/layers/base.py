@@ -41,6 +41,8 @@ class ChannelLayer(Protocol):
 
     def require_valid_group_name(self, name: str) -> bool: ...
 
+    def require_valid_channel_name(self, name: str, receive: bool = False) -> bool: ...
+
 
 @runtime_checkable
 class DrainableLayer(ChannelLayer, Protocol):
@@ -113,6 +115,7 @@ class LayerInspector(Protocol):
 # installed costs nothing. Subclasses match too: the kit's Redis layer is a channels_redis one.
 INSPECTORS: tuple[tuple[str, str], ...] = (
     ("channels_redis.core.RedisChannelLayer", "channels_kit.layers.redis.inspector.RedisInspector"),
+    ("channels_kit.layers.local.LocalChannelLayer", "channels_kit.layers.local.inspector.LocalInspector"),
     ("channels.layers.InMemoryChannelLayer", "channels_kit.layers.memory.MemoryInspector"),
 )
 

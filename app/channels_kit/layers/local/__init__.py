@@ -1,0 +1,12 @@
+"""The same-host channel layer (no extra, no server): the processes of one machine, or the
+containers of one host through a shared volume, share one SQLite file.
+
+- ``store``: the file, its tables and transactions, and the checks that refuse a file
+  shared across machines.
+- ``layer``: ``LocalChannelLayer``, the Channels layer API over it.
+- ``inspector``: queue figures and worker states, for ``channels_status`` and ``/metrics``.
+"""
+
+from channels_kit.layers.local.layer import LocalChannelLayer
+
+__all__ = ["LocalChannelLayer"]
