@@ -118,6 +118,8 @@ def _send_from_fork(layer: LocalChannelLayer) -> None:
     asyncio.run(layer.send("forked", {"type": "from.child"}))
 
 
+# The parent already runs the layer's thread when it forks: the very case this test is about.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_forked_process_opens_its_own_connection(path):
     layer = LocalChannelLayer(path=path, prefix=f"t{uuid.uuid4().hex[:6]}")
 
