@@ -230,11 +230,10 @@ class LocalChannelLayer(BaseChannelLayer):
             reader = self._readers[loop] = _Reader(self)
         return reader
 
-    def _poke(self, routes: set[str]) -> None:
+    def _poke(self) -> None:
+        """Wake this process's pollers: a send of its own may be what one of them waits for."""
         for reader in list(self._readers.values()):
-            if not reader.loop.is_closed() and any(
-                self.non_local_name(channel) in routes for channel in list(reader.waiting)
-            ):
+            if not reader.loop.is_closed():
                 reader.poke()
 
     # --- the channel layer API -----------------------------------------------------------
@@ -253,7 +252,7 @@ class LocalChannelLayer(BaseChannelLayer):
         )
         if not sent:
             raise ChannelFull(channel)
-        self._poke({route})
+        self._poke()
 
     async def receive(self, channel: str) -> dict:
         """The next message of ``channel``; cancelling the wait never loses a message."""
@@ -279,15 +278,14 @@ class LocalChannelLayer(BaseChannelLayer):
         self.require_valid_group_name(group)
         data = self.serialize(message)
 
-        def send_to_members(store: Store) -> list[str]:
+        def send_to_members(store: Store) -> None:
             now = time.time()
             members = store.members(self.prefix, group, now)
             batch = [(self.non_local_name(c), c, data, self.get_capacity(c)) for c in members]
             store.send_many(self.prefix, batch, now, self.expiry)
-            return members
 
-        members = await self.in_store(send_to_members)
-        self._poke({self.non_local_name(channel) for channel in members})
+        await self.in_store(send_to_members)
+        self._poke()
 
     async def flush(self) -> None:
         await self.in_store(Store.flush, self.prefix)
