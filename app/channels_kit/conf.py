@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from importlib.util import find_spec
 from typing import Any
+from urllib.parse import quote
 
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
@@ -104,13 +105,30 @@ def redis_host(url: str) -> dict[str, Any]:
     return host
 
 
-CHANNEL_BACKENDS = ("redis", "local", "memory")
+CHANNEL_BACKENDS = ("redis", "rabbitmq", "local", "memory")
 LOCAL_BACKEND = "channels_kit.layers.local.LocalChannelLayer"
+RABBITMQ_BACKEND = "channels_kit.layers.rabbitmq.RabbitMQChannelLayer"
+
+
+def rabbitmq_url() -> str:
+    """The RabbitMQ layer's server: ``RABBITMQ_URL`` (a platform's, e.g. ``amqps://...``), else
+    one built from ``RABBITMQ_HOST``, ``RABBITMQ_PORT``, ``RABBITMQ_USER``,
+    ``RABBITMQ_PASSWORD`` and ``RABBITMQ_VHOST``; empty when neither names a server."""
+    url = env_str("RABBITMQ_URL")
+    if url:
+        return url
+    host = env_str("RABBITMQ_HOST")
+    if not host:
+        return ""
+    user = quote(env_str("RABBITMQ_USER", "guest"), safe="")
+    password = quote(env_str("RABBITMQ_PASSWORD", "guest"), safe="")
+    vhost = quote(env_str("RABBITMQ_VHOST", "/"), safe="")
+    return f"amqp://{user}:{password}@{host}:{env_int('RABBITMQ_PORT', 5672)}/{vhost}"
 
 
 def channel_backend() -> str:
-    """``CHANNEL_BACKEND``: ``redis``, ``local`` (the same-host layer) or ``memory``; when unset,
-    ``redis`` if a Redis URL is set, else ``memory``."""
+    """``CHANNEL_BACKEND``: ``redis``, ``rabbitmq``, ``local`` (the same-host layer) or
+    ``memory``; when unset, ``redis`` if a Redis URL is set, else ``memory``."""
     backend = env_str("CHANNEL_BACKEND").lower() or ("redis" if redis_urls() else "memory")
     if backend not in CHANNEL_BACKENDS:
         raise ImproperlyConfigured(
@@ -121,7 +139,8 @@ def channel_backend() -> str:
 
 def channel_layers_from_env() -> dict[str, Any]:
     """``CHANNEL_LAYERS`` for ``CHANNEL_BACKEND``, from the same variables in every process:
-    Redis from ``REDIS_URLS`` (or ``REDIS_URL``), the same-host layer from
+    Redis from ``REDIS_URLS`` (or ``REDIS_URL``), RabbitMQ from ``rabbitmq_url()``, the
+    same-host layer from
     ``LOCAL_LAYER_PATH``, else Channels' in-memory layer."""
     backend = channel_backend()
     if backend == "memory":
@@ -141,6 +160,17 @@ def channel_layers_from_env() -> dict[str, Any]:
     if backend == "local":
         local = {"path": env_str("LOCAL_LAYER_PATH") or None}
         return {"default": {"BACKEND": LOCAL_BACKEND, "CONFIG": common | local}}
+    if backend == "rabbitmq":
+        url = rabbitmq_url()
+        if not url:
+            raise ImproperlyConfigured("CHANNEL_BACKEND=rabbitmq needs RABBITMQ_URL or RABBITMQ_HOST")
+        if find_spec("aiormq") is None:
+            raise ImproperlyConfigured(
+                "CHANNEL_BACKEND=rabbitmq, but the RabbitMQ backend is not installed: "
+                "pip install 'channels-kit[rabbitmq]'"
+            )
+        amqp = {"url": url, "heartbeat": env_int("RABBITMQ_HEARTBEAT", 30)}
+        return {"default": {"BACKEND": RABBITMQ_BACKEND, "CONFIG": common | amqp}}
     urls = redis_urls()
     if not urls:
         raise ImproperlyConfigured("CHANNEL_BACKEND=redis needs REDIS_URLS (or a platform's REDIS_URL)")

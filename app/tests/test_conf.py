@@ -77,3 +77,23 @@ def test_the_backend_switch_picks_one_layer_for_every_process(monkeypatch, tmp_p
     monkeypatch.setenv("CHANNEL_BACKEND", "carrier-pigeon")
     with pytest.raises(ImproperlyConfigured, match="CHANNEL_BACKEND"):
         conf.channel_layers_from_env()
+
+
+def test_rabbitmq_backend_from_a_url_or_its_parts(monkeypatch):
+    for name in ("RABBITMQ_URL", "RABBITMQ_HOST", "RABBITMQ_PORT", "RABBITMQ_VHOST", "RABBITMQ_HEARTBEAT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CHANNEL_BACKEND", "rabbitmq")
+    with pytest.raises(ImproperlyConfigured, match="needs RABBITMQ_URL or RABBITMQ_HOST"):
+        conf.channel_layers_from_env()
+    monkeypatch.setenv("RABBITMQ_HOST", "rabbitmq")
+    monkeypatch.setenv("RABBITMQ_USER", "chat")
+    monkeypatch.setenv("RABBITMQ_PASSWORD", "p@ss/word")
+    layer = conf.channel_layers_from_env()["default"]
+    assert layer["BACKEND"] == "channels_kit.layers.rabbitmq.RabbitMQChannelLayer"
+    # The password is quoted into the URL; the default vhost "/" is %2F.
+    assert layer["CONFIG"]["url"] == "amqp://chat:p%40ss%2Fword@rabbitmq:5672/%2F"
+    assert layer["CONFIG"]["heartbeat"] == 30
+    monkeypatch.setenv("RABBITMQ_URL", "amqps://u:p@broker.example:5671/site")
+    assert (
+        conf.channel_layers_from_env()["default"]["CONFIG"]["url"] == "amqps://u:p@broker.example:5671/site"
+    )

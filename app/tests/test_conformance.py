@@ -1,8 +1,8 @@
 """The conformance suite (``channels_kit.testing``) against every layer the kit knows.
 
 Channels' in-memory layer, the kit's same-host layer (one SQLite file), the kit's Redis
-layer on 1, 2 and 4 real Redis servers,
-and stock channels_redis on the same servers. Where an upstream layer breaks the
+layer on 1, 2 and 4 real Redis servers, stock channels_redis on the same servers, and the
+kit's RabbitMQ layer on a real RabbitMQ server. Where an upstream layer breaks the
 contract, the test is marked as an expected failure with the reason: the gap the
 kit's layer closes. A new backend joins with a class of its own here.
 """
@@ -19,6 +19,7 @@ import pytest
 from channels.layers import InMemoryChannelLayer
 
 from channels_kit.layers.local import LocalChannelLayer
+from channels_kit.layers.rabbitmq import RabbitMQChannelLayer
 from channels_kit.layers.redis import RedisChannelLayer
 from channels_kit.testing import ChannelLayerConformance
 
@@ -87,6 +88,16 @@ class TestLocal(ChannelLayerConformance):
 
     def make_layer(self, **config: Any) -> LocalChannelLayer:
         return LocalChannelLayer(path=self.path, **config)
+
+
+class TestRabbitMQ(ChannelLayerConformance):
+    """The kit's RabbitMQ layer: each layer built is another process's connection."""
+
+    def make_layer(self, **config: Any) -> RabbitMQChannelLayer:
+        url = os.environ.get("TEST_RABBITMQ_URL")
+        if not url:
+            pytest.fail("TEST_RABBITMQ_URL is not set: run the unit tests through `make test`")
+        return RabbitMQChannelLayer(url=url, **config)
 
 
 class KitRedis(ChannelLayerConformance):

@@ -28,33 +28,58 @@ def test_every_shard_of_the_running_stack_carries_traffic():
         assert _calls(shard, "bzpopmin") > 0, f"nobody reads {shard}"
 
 
-def test_redis_shards_four_configures_four_servers(tmp_path):
+def init_env(tmp_path, **settings: str) -> subprocess.CompletedProcess:
+    """scripts/init-env on a copy of the stack's env file, with ``settings`` in the environment."""
     env_file = tmp_path / ".env"
     shutil.copy(ENV_FILE, env_file)
-    env = os.environ | {"ENV_FILE": str(env_file), "REDIS_SHARDS": "4"}
-    subprocess.run([str(REPO / "scripts/init-env")], env=env, check=True, capture_output=True)
+    env = os.environ | {"ENV_FILE": str(env_file), **settings}
+    return subprocess.run([str(REPO / "scripts/init-env")], env=env, capture_output=True, text=True)
+
+
+def services_of(tmp_path, **settings: str) -> tuple[list[str], str]:
+    """The services compose runs after init-env with ``settings``, and the env file it wrote."""
+    assert init_env(tmp_path, **settings).returncode == 0
+    env_file = tmp_path / ".env"
     config = subprocess.run(
         ["docker", "compose", "--env-file", str(env_file), "config", "--services"],
         cwd=REPO,
-        env={k: v for k, v in env.items() if k != "REDIS_SHARDS"},
+        env={k: v for k, v in os.environ.items() if k not in ("CHANNEL_BACKEND", "REDIS_SHARDS")},
         check=True,
         capture_output=True,
         text=True,
     ).stdout.split()
+    return config, env_file.read_text()
+
+
+def test_redis_shards_four_configures_four_servers(tmp_path):
+    config, text = services_of(tmp_path, CHANNEL_BACKEND="redis", REDIS_SHARDS="4")
     assert {"redis-1", "redis-2", "redis-3", "redis-4"} <= set(config)
-    text = env_file.read_text()
     assert "REDIS_URLS=" + ",".join(f"redis://redis-{n}:6379/0" for n in range(1, 5)) in text
-    assert "COMPOSE_PROFILES=redis-3,redis-4" in text
+    assert "COMPOSE_PROFILES=redis,redis-3,redis-4" in text
+
+
+def test_local_backend_starts_no_redis(tmp_path):
+    config, text = services_of(tmp_path, CHANNEL_BACKEND="local", REDIS_SHARDS="4")
+    assert not [name for name in config if name.startswith("redis-")], config
+    assert {"daphne", "worker", "worker-thumbnail", "nginx"} <= set(config)
+    assert re.search(r"^CHANNEL_BACKEND=local$", text, re.MULTILINE)
+    assert re.search(r"^COMPOSE_PROFILES=$", text, re.MULTILINE)
+
+
+def test_rabbitmq_backend_starts_rabbitmq_and_no_redis(tmp_path):
+    config, text = services_of(tmp_path, CHANNEL_BACKEND="rabbitmq")
+    assert "rabbitmq" in config and not [name for name in config if name.startswith("redis-")], config
+    assert re.search(r"^COMPOSE_PROFILES=rabbitmq$", text, re.MULTILINE)
+    assert re.search(r"^RABBITMQ_PASSWORD=\S{20,}$", text, re.MULTILINE)
+
+
+def test_unknown_channel_backend_is_refused(tmp_path):
+    result = init_env(tmp_path, CHANNEL_BACKEND="kafka")
+    assert result.returncode != 0
+    assert "CHANNEL_BACKEND must be redis, rabbitmq or local" in result.stderr
 
 
 def test_redis_shards_out_of_range_is_refused(tmp_path):
-    env_file = tmp_path / ".env"
-    shutil.copy(ENV_FILE, env_file)
-    result = subprocess.run(
-        [str(REPO / "scripts/init-env")],
-        env=os.environ | {"ENV_FILE": str(env_file), "REDIS_SHARDS": "9"},
-        capture_output=True,
-        text=True,
-    )
+    result = init_env(tmp_path, REDIS_SHARDS="9")
     assert result.returncode != 0
     assert "REDIS_SHARDS must be 1, 2, 3 or 4" in result.stderr

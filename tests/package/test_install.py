@@ -160,7 +160,7 @@ def bare(tmp_path_factory, wheel, constraints) -> Environment:
 def full(tmp_path_factory, wheel, constraints) -> Environment:
     """The wheel with every extra."""
     return make_environment(
-        tmp_path_factory.mktemp("full"), f"{wheel}[redis,metrics,daphne,testing]", constraints
+        tmp_path_factory.mktemp("full"), f"{wheel}[redis,rabbitmq,metrics,daphne,testing]", constraints
     )
 
 
@@ -199,6 +199,11 @@ def test_without_extras_the_kit_imports_and_names_the_extra_it_misses(bare):
         bare.python, "-c", "from channels_kit.layers import RedisChannelLayer", cwd=bare.project, check=False
     )
     assert "No module named 'channels_redis'" in result.stderr
+    # The backend switch names the extra of a backend that is not installed.
+    probe = "from channels_kit.conf import channel_layers_from_env; channel_layers_from_env()"
+    env = {"CHANNEL_BACKEND": "rabbitmq", "RABBITMQ_HOST": "rabbitmq", "PATH": str(bare.python.parent)}
+    result = run(bare.python, "-c", probe, cwd=bare.project, env=env, check=False)
+    assert "pip install 'channels-kit[rabbitmq]'" in result.stderr, result.stderr
 
 
 def test_with_every_extra_every_module_imports_and_the_commands_run(full):

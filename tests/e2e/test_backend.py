@@ -1,0 +1,109 @@
+"""The channel backend the stack runs is the one CHANNEL_BACKEND names, in every process.
+
+redis: the shards run and every app process uses the sharded Redis layer. local: no Redis
+container runs; Daphne and both worker services share one same-host layer file through the
+channel-layer volume (each process registers itself in it).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from conftest import ENV_FILE, REPO, compose, http, service_exec, service_hosts
+
+LAYER_CLASSES = {
+    "redis": "channels_kit.layers.redis.layer.RedisChannelLayer",
+    "local": "channels_kit.layers.local.layer.LocalChannelLayer",
+    "rabbitmq": "channels_kit.layers.rabbitmq.layer.RabbitMQChannelLayer",
+}
+APP_SERVICES = ("worker", "worker-thumbnail")
+PROCESS_HOSTS = (
+    "import json, sqlite3; "
+    "db = sqlite3.connect('file:/var/lib/channels-kit/layer/layer.sqlite3?mode=ro', uri=True); "
+    "print(json.dumps([row[0] for row in db.execute('SELECT hostname FROM processes')]))"
+)
+
+
+def backend() -> str:
+    lines = ENV_FILE.read_text().splitlines()
+    values = [line.split("=", 1)[1] for line in lines if line.startswith("CHANNEL_BACKEND=")]
+    return values[-1].strip() if values else "redis"
+
+
+def layer_class(service: str) -> str:
+    code = (
+        "import django; django.setup(); from channels.layers import get_channel_layer; "
+        "layer = get_channel_layer(); print(type(layer).__module__ + '.' + type(layer).__qualname__)"
+    )
+    return service_exec(service, "python", "manage.py", "shell", "-c", code).stdout.strip().splitlines()[-1]
+
+
+def test_every_app_process_uses_the_configured_backend():
+    for service in APP_SERVICES:
+        assert layer_class(service) == LAYER_CLASSES[backend()], service
+
+
+def test_only_the_configured_backends_server_runs():
+    running = set(compose("ps", "--services", "--status", "running").stdout.split())
+    shards = {name for name in running if name.startswith("redis-")}
+    if backend() == "redis":
+        assert {"redis-1", "redis-2"} <= shards, running
+    else:
+        assert not shards, f"Redis runs beside CHANNEL_BACKEND={backend()}: {sorted(shards)}"
+    assert ("rabbitmq" in running) == (backend() == "rabbitmq"), running
+
+
+@pytest.mark.skipif(backend() != "rabbitmq", reason="the stack runs another backend (CHANNEL_BACKEND)")
+def test_rabbitmq_requires_its_generated_password_and_is_not_published():
+    assert compose("port", "rabbitmq", "5672", check=False).stdout.strip() in ("", ":0")
+    code = (
+        "import asyncio, aiormq\n"
+        "async def main():\n"
+        "    try:\n"
+        "        await aiormq.connect('amqp://guest:guest@rabbitmq:5672/')\n"
+        "    except Exception as error:\n"
+        "        print('refused', type(error).__name__)\n"
+        "    else:\n"
+        "        print('accepted')\n"
+        "asyncio.run(main())\n"
+    )
+    assert service_exec("worker", "python", "-c", code).stdout.startswith("refused")
+
+
+@pytest.mark.skipif(backend() != "local", reason="the stack runs another backend (CHANNEL_BACKEND)")
+def test_local_layer_file_is_shared_by_daphne_and_both_worker_services():
+    daphnes = service_hosts("daphne")
+    served = set()
+    for _ in range(10 * len(daphnes)):  # /readyz uses the layer; nginx spreads it over the replicas
+        response = http("GET", "/readyz")
+        assert response.status == 200, response.body
+        served.add(response.headers["X-Served-By"].removeprefix("daphne/"))
+        if served >= daphnes:
+            break
+    hosts = set(json.loads(service_exec("worker", "python", "-c", PROCESS_HOSTS).stdout))
+    for service in ("daphne", *APP_SERVICES):
+        assert service_hosts(service) & hosts, (service, hosts)
+
+
+@pytest.mark.skipif(backend() != "rabbitmq", reason="the stack runs another backend (CHANNEL_BACKEND)")
+def test_rabbitmq_status_and_canary_say_they_cannot_inspect_it():
+    """RabbitMQ keeps no worker states the kit can read: `make status` says so, and a staged
+    rollout, which judges its canary from them, refuses before it changes anything."""
+    status = subprocess.run(
+        ["make", "--no-print-directory", "status"], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert status.returncode != 0 and "cannot be inspected" in status.stderr, status
+    before = compose("ps", "--quiet", "worker").stdout.split()
+    rollout = subprocess.run(
+        [str(REPO / "scripts/rollout"), "--no-build", "--canary", "0.5"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert rollout.returncode != 0 and "--canary needs the workers' published states" in rollout.stderr
+    assert "cannot be inspected" in rollout.stderr, rollout.stderr
+    assert compose("ps", "--quiet", "worker").stdout.split() == before
