@@ -17,6 +17,9 @@ import pytest
 
 from channels_kit.layers.rabbitmq import RabbitMQChannelLayer
 from channels_kit.layers.rabbitmq.layer import redacted, with_heartbeat
+from channels_kit.observe.status import gather_status
+from channels_kit.worker import KitWorker
+from tests.test_status import blocker_app, wait_until
 
 
 @pytest.fixture
@@ -193,3 +196,39 @@ def test_url_helpers_keep_the_password_out_of_messages():
     assert "heartbeat=7" in with_heartbeat("amqp://u:p@h:5672/v", 7)
     assert "heartbeat=3" in with_heartbeat("amqp://u:p@h/?heartbeat=3", 7)
     assert redacted("amqp://kit:s3cret@rabbitmq:5672/") == "amqp://kit:***@rabbitmq:5672/"
+
+
+def test_status_of_a_running_worker_on_rabbitmq(url, prefix):
+    """Busy worker, queue depth and age, two readers at once seeing the same states (the
+    stream is read, never consumed), and the state withdrawn on a clean exit."""
+    started: list[int] = []
+    release = asyncio.Event()
+
+    async def scenario():
+        layer = RabbitMQChannelLayer(url=url, prefix=prefix)
+        app = blocker_app(started, release)
+        worker = KitWorker(application=app, channels=["jobs"], channel_layer=layer, heartbeat_interval=0.1)
+        server = asyncio.ensure_future(worker.arun())
+        for n in range(4):
+            await layer.send("jobs", {"type": "job.run", "n": n})
+        await wait_until(lambda: len(started) == 1)
+        busy = None
+        while busy is None or not busy.workers_busy:
+            await asyncio.sleep(0.1)
+            busy = await gather_status(layer)
+        first, second = await asyncio.gather(gather_status(layer), gather_status(layer))
+        release.set()
+        await wait_until(lambda: worker.messages_handled == 4)
+        worker.request_stop("test")
+        await asyncio.wait_for(server, 10)
+        after = await gather_status(layer)
+        await layer.flush()
+        return busy, first, second, after
+
+    busy, first, second, after = run(scenario())
+    [state] = busy.workers
+    assert state.channels == ("jobs",) and state.busy == 1 and state.pid == os.getpid()
+    # One running, one prefetched by the worker's consumer, the rest queued on the server.
+    assert 1 <= busy.total("jobs").depth <= 3, busy
+    assert [w.pid for w in first.workers] == [w.pid for w in second.workers] == [os.getpid()]
+    assert after.workers == []

@@ -8,11 +8,10 @@ channel-layer volume (each process registers itself in it).
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
 
-from conftest import ENV_FILE, REPO, compose, http, service_exec, service_hosts
+from conftest import ENV_FILE, compose, http, service_exec, service_hosts
 
 LAYER_CLASSES = {
     "redis": "channels_kit.layers.redis.layer.RedisChannelLayer",
@@ -86,24 +85,3 @@ def test_local_layer_file_is_shared_by_daphne_and_both_worker_services():
     hosts = set(json.loads(service_exec("worker", "python", "-c", PROCESS_HOSTS).stdout))
     for service in ("daphne", *APP_SERVICES):
         assert service_hosts(service) & hosts, (service, hosts)
-
-
-@pytest.mark.skipif(backend() != "rabbitmq", reason="the stack runs another backend (CHANNEL_BACKEND)")
-def test_rabbitmq_status_and_canary_say_they_cannot_inspect_it():
-    """RabbitMQ keeps no worker states the kit can read: `make status` says so, and a staged
-    rollout, which judges its canary from them, refuses before it changes anything."""
-    status = subprocess.run(
-        ["make", "--no-print-directory", "status"], cwd=REPO, capture_output=True, text=True, timeout=60
-    )
-    assert status.returncode != 0 and "cannot be inspected" in status.stderr, status
-    before = compose("ps", "--quiet", "worker").stdout.split()
-    rollout = subprocess.run(
-        [str(REPO / "scripts/rollout"), "--no-build", "--canary", "0.5"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert rollout.returncode != 0 and "--canary needs the workers' published states" in rollout.stderr
-    assert "cannot be inspected" in rollout.stderr, rollout.stderr
-    assert compose("ps", "--quiet", "worker").stdout.split() == before

@@ -116,6 +116,10 @@ class LayerInspector(Protocol):
 INSPECTORS: tuple[tuple[str, str], ...] = (
     ("channels_redis.core.RedisChannelLayer", "channels_kit.layers.redis.inspector.RedisInspector"),
     ("channels_kit.layers.local.LocalChannelLayer", "channels_kit.layers.local.inspector.LocalInspector"),
+    (
+        "channels_kit.layers.rabbitmq.RabbitMQChannelLayer",
+        "channels_kit.layers.rabbitmq.inspector.RabbitMQInspector",
+    ),
     ("channels.layers.InMemoryChannelLayer", "channels_kit.layers.memory.MemoryInspector"),
 )
 

@@ -114,8 +114,8 @@ def require_inspector(layer: ChannelLayer) -> LayerInspector:
     if inspector is None:
         raise StatusUnavailable(
             f"{backend_name(layer)} cannot be inspected: channels_status reads the Redis channel layers "
-            "(the kit's and channels_redis's), the kit's same-host layer and, in-process, Channels' "
-            "in-memory one"
+            "(the kit's and channels_redis's), the kit's RabbitMQ and same-host layers and, in-process, "
+            "Channels' in-memory one"
         )
     return inspector
 

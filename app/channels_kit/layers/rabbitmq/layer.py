@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import heapq
 import logging
 import time
@@ -285,6 +286,10 @@ class RabbitMQChannelLayer(BaseChannelLayer):
                     await self._retrying(lambda c, r=reader: self._subscribe(state, r, c))
         except Exception:
             logger.exception("resubscribing to RabbitMQ failed; the next receive() tries again")
+
+    async def in_connection(self, operation: Callable[[_Connection], Awaitable[T]]) -> T:
+        """Run ``operation`` on this loop's connection (the inspector's way in)."""
+        return await self._retrying(operation)
 
     async def _retrying(self, operation: Callable[[_Connection], Awaitable[T]]) -> T:
         """Run ``operation`` on this loop's connection; once more on a new one if it was lost."""
@@ -550,8 +555,9 @@ class RabbitMQChannelLayer(BaseChannelLayer):
 
 
 def _properties() -> spec.Basic.Properties:
-    """Transient messages: a channel layer's messages live seconds, not across restarts."""
-    return spec.Basic.Properties(delivery_mode=1)
+    """Transient messages (a channel layer's live seconds, not across restarts), stamped with
+    their send time (whole seconds: AMQP's timestamp) for the inspector's oldest ages."""
+    return spec.Basic.Properties(delivery_mode=1, timestamp=datetime.datetime.now(datetime.UTC))
 
 
 def _drop_stale(reader: _Reader, generation: int) -> None:
