@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -396,3 +397,17 @@ def test_runworker_metrics_port_and_channels_status_command(tmp_path, redis_url)
         worker.wait()
         log.close()
         asyncio.run(layer.flush())
+
+
+def test_json_status_keeps_stdout_for_the_json():
+    """A library logging while `channels_status --json` runs must not corrupt the JSON."""
+    from channels_kit.management.commands.channels_status import logs_to_stderr
+
+    logger = logging.getLogger("tests.status.json")
+    handler = logging.StreamHandler(sys.stdout)
+    logger.addHandler(handler)
+    try:
+        logs_to_stderr()
+        assert handler.stream is sys.stderr
+    finally:
+        logger.removeHandler(handler)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 import time
 from collections.abc import Sequence
@@ -44,6 +45,15 @@ def table(header: Sequence[str], rows: list[Sequence[Any]], right: set[int]) -> 
         ).rstrip()
         for row in cells
     ]
+
+
+def logs_to_stderr() -> None:
+    """Point every logging handler that writes to standard output at standard error."""
+    loggers = [logging.getLogger(), *(logging.getLogger(name) for name in logging.root.manager.loggerDict)]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", []):
+            if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stdout:
+                handler.setStream(sys.stderr)
 
 
 def render(status: LayerStatus) -> str:
@@ -124,6 +134,8 @@ class Command(BaseCommand):
         watch = options["watch"]
         if watch is not None and watch <= 0:
             raise CommandError(f"--watch must be a positive number of seconds, not {watch:g}")
+        if options["json"]:
+            logs_to_stderr()  # stdout carries the JSON only, whatever a library logs meanwhile
         try:
             inspector = require_inspector(layer)
             asyncio.run(self._report(layer, inspector, as_json=options["json"], every=watch))
