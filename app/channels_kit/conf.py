@@ -126,6 +126,12 @@ def rabbitmq_url() -> str:
     return f"amqp://{user}:{password}@{host}:{env_int('RABBITMQ_PORT', 5672)}/{vhost}"
 
 
+def require_extra(module: str, extra: str, what: str) -> None:
+    """``ImproperlyConfigured`` naming the package extra to install when ``module`` is missing."""
+    if find_spec(module) is None:
+        raise ImproperlyConfigured(f"{what} is not installed: pip install 'channels-kit[{extra}]'")
+
+
 def channel_backend() -> str:
     """``CHANNEL_BACKEND``: ``redis``, ``rabbitmq``, ``local`` (the same-host layer) or
     ``memory``; when unset, ``redis`` if a Redis URL is set, else ``memory``."""
@@ -164,20 +170,13 @@ def channel_layers_from_env() -> dict[str, Any]:
         url = rabbitmq_url()
         if not url:
             raise ImproperlyConfigured("CHANNEL_BACKEND=rabbitmq needs RABBITMQ_URL or RABBITMQ_HOST")
-        if find_spec("aiormq") is None:
-            raise ImproperlyConfigured(
-                "CHANNEL_BACKEND=rabbitmq, but the RabbitMQ backend is not installed: "
-                "pip install 'channels-kit[rabbitmq]'"
-            )
+        require_extra("aiormq", "rabbitmq", "CHANNEL_BACKEND=rabbitmq, but the RabbitMQ backend")
         amqp = {"url": url, "heartbeat": env_int("RABBITMQ_HEARTBEAT", 30)}
         return {"default": {"BACKEND": RABBITMQ_BACKEND, "CONFIG": common | amqp}}
     urls = redis_urls()
     if not urls:
         raise ImproperlyConfigured("CHANNEL_BACKEND=redis needs REDIS_URLS (or a platform's REDIS_URL)")
-    if find_spec("channels_redis") is None:
-        raise ImproperlyConfigured(
-            "a Redis URL is set, but the Redis backend is not installed: pip install 'channels-kit[redis]'"
-        )
+    require_extra("channels_redis", "redis", "a Redis URL is set, but the Redis backend")
     return {
         "default": {"BACKEND": REDIS_BACKEND, "CONFIG": common | {"hosts": [redis_host(u) for u in urls]}}
     }

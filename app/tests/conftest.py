@@ -11,10 +11,15 @@ os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
 django.setup()
 
 
+def required_env(name: str) -> str:
+    """A server's URL the test compose overlay provides; a clear failure outside it."""
+    value = os.environ.get(name)
+    if not value:
+        pytest.fail(f"{name} is not set: run the unit tests through `make test`")
+    return value
+
+
 @pytest.fixture
 def redis_url() -> str:
     """URL of a real Redis server for layer tests (the test compose overlay provides one)."""
-    url = os.environ.get("TEST_REDIS_URL")
-    if not url:
-        pytest.fail("TEST_REDIS_URL is not set: run the unit tests through `make test`")
-    return url
+    return required_env("TEST_REDIS_URL")

@@ -22,6 +22,7 @@ from channels_kit.layers.local import LocalChannelLayer
 from channels_kit.layers.rabbitmq import RabbitMQChannelLayer
 from channels_kit.layers.redis import RedisChannelLayer
 from channels_kit.testing import ChannelLayerConformance
+from tests.conftest import required_env
 
 # Four separate Redis servers (compose/test.yaml); the first N are the N shards.
 SHARD_URLS = [u for u in os.environ.get("TEST_REDIS_SHARD_URLS", "").split(",") if u]
@@ -94,10 +95,7 @@ class TestRabbitMQ(ChannelLayerConformance):
     """The kit's RabbitMQ layer: each layer built is another process's connection."""
 
     def make_layer(self, **config: Any) -> RabbitMQChannelLayer:
-        url = os.environ.get("TEST_RABBITMQ_URL")
-        if not url:
-            pytest.fail("TEST_RABBITMQ_URL is not set: run the unit tests through `make test`")
-        return RabbitMQChannelLayer(url=url, **config)
+        return RabbitMQChannelLayer(url=required_env("TEST_RABBITMQ_URL"), **config)
 
 
 class KitRedis(ChannelLayerConformance):

@@ -19,15 +19,13 @@ from channels_kit.layers.rabbitmq import RabbitMQChannelLayer
 from channels_kit.layers.rabbitmq.layer import redacted, with_heartbeat
 from channels_kit.observe.status import gather_status
 from channels_kit.worker import KitWorker
+from tests.conftest import required_env
 from tests.test_status import blocker_app, wait_until
 
 
 @pytest.fixture
 def url() -> str:
-    value = os.environ.get("TEST_RABBITMQ_URL")
-    if not value:
-        pytest.fail("TEST_RABBITMQ_URL is not set: run the unit tests through `make test`")
-    return value
+    return required_env("TEST_RABBITMQ_URL")
 
 
 @pytest.fixture

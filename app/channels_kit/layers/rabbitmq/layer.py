@@ -273,7 +273,7 @@ class RabbitMQChannelLayer(BaseChannelLayer):
         for reader in state.readers.values():
             if reader.generation != current:
                 reader.consumer_tag = None
-            _drop_stale(reader, current if current > 0 else state.generation + 1)
+            _keep_deliveries_of(reader, current)
         waited = any(reader.waiting for reader in state.readers.values())
         if waited and (state.resubscriber is None or state.resubscriber.done()):
             state.resubscriber = asyncio.ensure_future(self._resubscribe(state))
@@ -560,12 +560,12 @@ def _properties() -> spec.Basic.Properties:
     return spec.Basic.Properties(delivery_mode=1, timestamp=datetime.datetime.now(datetime.UTC))
 
 
-def _drop_stale(reader: _Reader, generation: int) -> None:
-    """Forget deliveries of connections older than ``generation``."""
+def _keep_deliveries_of(reader: _Reader, generation: int) -> None:
+    """Forget the deliveries of every connection but ``generation`` (-1: of all of them)."""
     kept = []
     while not reader.buffer.empty():
         delivery = reader.buffer.get_nowait()
-        if delivery.generation >= generation:
+        if delivery.generation == generation:
             kept.append(delivery)
     for delivery in kept:
         reader.buffer.put_nowait(delivery)
