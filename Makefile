@@ -54,7 +54,7 @@ lint: ## ruff over the Python code: lint rules, then formatting
 test: ## Run the whole test suite: lint, the package and docs, unit tests in the image, end-to-end against the real stack
 	@scripts/test
 
-bench-layer: ## Benchmark the kit's channel layer against stock channels_redis (~2 min), e.g. BENCH_ARGS=--no-saturation
+bench-layer: ## Channel backends side by side, then the Redis layer vs stock channels_redis (~6 min), e.g. BENCH_ARGS='--part backends'
 	@scripts/bench-layer $(BENCH_ARGS)
 
 bench-relay: ## Benchmark relay mode against direct mode side by side: HTTP, WebSocket echo, fan-out (~10 min)

@@ -105,9 +105,10 @@ def redis_host(url: str) -> dict[str, Any]:
     return host
 
 
-CHANNEL_BACKENDS = ("redis", "rabbitmq", "local", "memory")
+CHANNEL_BACKENDS = ("redis", "rabbitmq", "postgres", "local", "memory")
 LOCAL_BACKEND = "channels_kit.layers.local.LocalChannelLayer"
 RABBITMQ_BACKEND = "channels_kit.layers.rabbitmq.RabbitMQChannelLayer"
+POSTGRES_BACKEND = "channels_kit.layers.postgres.PostgresChannelLayer"
 
 
 def rabbitmq_url() -> str:
@@ -126,6 +127,23 @@ def rabbitmq_url() -> str:
     return f"amqp://{user}:{password}@{host}:{env_int('RABBITMQ_PORT', 5672)}/{vhost}"
 
 
+def postgres_layer_url() -> str:
+    """The PostgreSQL layer's server: ``POSTGRES_LAYER_URL``, else ``DATABASE_URL`` (the
+    project's own database, as a platform gives it), else one built from ``POSTGRES_HOST``,
+    ``POSTGRES_PORT``, ``POSTGRES_DB``, ``POSTGRES_USER`` and ``POSTGRES_PASSWORD``; empty
+    when none names a server."""
+    url = env_str("POSTGRES_LAYER_URL") or env_str("DATABASE_URL")
+    if url:
+        return url
+    host = env_str("POSTGRES_HOST")
+    if not host:
+        return ""
+    user = quote(env_str("POSTGRES_USER", "chat"), safe="")
+    password = quote(env_str("POSTGRES_PASSWORD"), safe="")
+    database = quote(env_str("POSTGRES_DB", "chat"), safe="")
+    return f"postgresql://{user}:{password}@{host}:{env_int('POSTGRES_PORT', 5432)}/{database}"
+
+
 def require_extra(module: str, extra: str, what: str) -> None:
     """``ImproperlyConfigured`` naming the package extra to install when ``module`` is missing."""
     if find_spec(module) is None:
@@ -133,8 +151,8 @@ def require_extra(module: str, extra: str, what: str) -> None:
 
 
 def channel_backend() -> str:
-    """``CHANNEL_BACKEND``: ``redis``, ``rabbitmq``, ``local`` (the same-host layer) or
-    ``memory``; when unset, ``redis`` if a Redis URL is set, else ``memory``."""
+    """``CHANNEL_BACKEND``: ``redis``, ``rabbitmq``, ``postgres``, ``local`` (the same-host
+    layer) or ``memory``; when unset, ``redis`` if a Redis URL is set, else ``memory``."""
     backend = env_str("CHANNEL_BACKEND").lower() or ("redis" if redis_urls() else "memory")
     if backend not in CHANNEL_BACKENDS:
         raise ImproperlyConfigured(
@@ -145,9 +163,9 @@ def channel_backend() -> str:
 
 def channel_layers_from_env() -> dict[str, Any]:
     """``CHANNEL_LAYERS`` for ``CHANNEL_BACKEND``, from the same variables in every process:
-    Redis from ``REDIS_URLS`` (or ``REDIS_URL``), RabbitMQ from ``rabbitmq_url()``, the
-    same-host layer from
-    ``LOCAL_LAYER_PATH``, else Channels' in-memory layer."""
+    Redis from ``REDIS_URLS`` (or ``REDIS_URL``), RabbitMQ from ``rabbitmq_url()``,
+    PostgreSQL from ``postgres_layer_url()``, the same-host layer from ``LOCAL_LAYER_PATH``,
+    else Channels' in-memory layer."""
     backend = channel_backend()
     if backend == "memory":
         return {"default": {"BACKEND": IN_MEMORY_BACKEND}}
@@ -173,6 +191,15 @@ def channel_layers_from_env() -> dict[str, Any]:
         require_extra("aiormq", "rabbitmq", "CHANNEL_BACKEND=rabbitmq, but the RabbitMQ backend")
         amqp = {"url": url, "heartbeat": env_int("RABBITMQ_HEARTBEAT", 30)}
         return {"default": {"BACKEND": RABBITMQ_BACKEND, "CONFIG": common | amqp}}
+    if backend == "postgres":
+        url = postgres_layer_url()
+        if not url:
+            raise ImproperlyConfigured(
+                "CHANNEL_BACKEND=postgres needs POSTGRES_LAYER_URL, DATABASE_URL or POSTGRES_HOST"
+            )
+        require_extra("psycopg", "postgres", "CHANNEL_BACKEND=postgres, but the PostgreSQL backend")
+        server = {"url": url, "connect_timeout": env_float("POSTGRES_CONNECT_TIMEOUT", 5.0)}
+        return {"default": {"BACKEND": POSTGRES_BACKEND, "CONFIG": common | server}}
     urls = redis_urls()
     if not urls:
         raise ImproperlyConfigured("CHANNEL_BACKEND=redis needs REDIS_URLS (or a platform's REDIS_URL)")

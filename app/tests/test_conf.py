@@ -97,3 +97,21 @@ def test_rabbitmq_backend_from_a_url_or_its_parts(monkeypatch):
     assert (
         conf.channel_layers_from_env()["default"]["CONFIG"]["url"] == "amqps://u:p@broker.example:5671/site"
     )
+
+
+def test_postgres_backend_from_its_url_the_platforms_or_the_parts(monkeypatch):
+    for name in ("POSTGRES_LAYER_URL", "DATABASE_URL", "POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_DB"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CHANNEL_BACKEND", "postgres")
+    with pytest.raises(ImproperlyConfigured, match="needs POSTGRES_LAYER_URL, DATABASE_URL or POSTGRES_HOST"):
+        conf.channel_layers_from_env()
+    monkeypatch.setenv("POSTGRES_HOST", "db")
+    monkeypatch.setenv("POSTGRES_USER", "chat")
+    monkeypatch.setenv("POSTGRES_PASSWORD", "p@ss/word")
+    layer = conf.channel_layers_from_env()["default"]
+    assert layer["BACKEND"] == "channels_kit.layers.postgres.PostgresChannelLayer"
+    assert layer["CONFIG"]["url"] == "postgresql://chat:p%40ss%2Fword@db:5432/chat"
+    monkeypatch.setenv("DATABASE_URL", "postgres://u:p@platform.example:5432/site")
+    assert conf.channel_layers_from_env()["default"]["CONFIG"]["url"].startswith("postgres://u:p@platform")
+    monkeypatch.setenv("POSTGRES_LAYER_URL", "postgresql://layer@db/chat")
+    assert conf.channel_layers_from_env()["default"]["CONFIG"]["url"] == "postgresql://layer@db/chat"

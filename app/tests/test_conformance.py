@@ -19,6 +19,7 @@ import pytest
 from channels.layers import InMemoryChannelLayer
 
 from channels_kit.layers.local import LocalChannelLayer
+from channels_kit.layers.postgres import PostgresChannelLayer
 from channels_kit.layers.rabbitmq import RabbitMQChannelLayer
 from channels_kit.layers.redis import RedisChannelLayer
 from channels_kit.testing import ChannelLayerConformance
@@ -96,6 +97,13 @@ class TestRabbitMQ(ChannelLayerConformance):
 
     def make_layer(self, **config: Any) -> RabbitMQChannelLayer:
         return RabbitMQChannelLayer(url=required_env("TEST_RABBITMQ_URL"), **config)
+
+
+class TestPostgres(ChannelLayerConformance):
+    """The kit's PostgreSQL layer: each layer built is another process's connections."""
+
+    def make_layer(self, **config: Any) -> PostgresChannelLayer:
+        return PostgresChannelLayer(url=required_env("TEST_POSTGRES_URL"), **config)
 
 
 class KitRedis(ChannelLayerConformance):

@@ -2,7 +2,8 @@
 
 redis: the shards run and every app process uses the sharded Redis layer. local: no Redis
 container runs; Daphne and both worker services share one same-host layer file through the
-channel-layer volume (each process registers itself in it).
+channel-layer volume (each process registers itself in it). postgres: no server of its own;
+the layer's tables live in the stack's database.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ LAYER_CLASSES = {
     "redis": "channels_kit.layers.redis.layer.RedisChannelLayer",
     "local": "channels_kit.layers.local.layer.LocalChannelLayer",
     "rabbitmq": "channels_kit.layers.rabbitmq.layer.RabbitMQChannelLayer",
+    "postgres": "channels_kit.layers.postgres.layer.PostgresChannelLayer",
 }
 APP_SERVICES = ("worker", "worker-thumbnail")
 PROCESS_HOSTS = (
@@ -85,3 +87,12 @@ def test_local_layer_file_is_shared_by_daphne_and_both_worker_services():
     hosts = set(json.loads(service_exec("worker", "python", "-c", PROCESS_HOSTS).stdout))
     for service in ("daphne", *APP_SERVICES):
         assert service_hosts(service) & hosts, (service, hosts)
+
+
+@pytest.mark.skipif(backend() != "postgres", reason="the stack runs another backend (CHANNEL_BACKEND)")
+def test_postgres_layer_lives_in_the_stacks_database():
+    query = "SELECT count(*) FROM channels_kit_workers"
+    count = compose(
+        "exec", "-T", "db", "sh", "-c", f'psql -U "$POSTGRES_USER" -d "$POSTGRES_DB" -Atc "{query}"'
+    ).stdout.strip()
+    assert int(count) >= len(APP_SERVICES), "every worker publishes its state in the layer's tables"

@@ -73,10 +73,19 @@ def test_rabbitmq_backend_starts_rabbitmq_and_no_redis(tmp_path):
     assert re.search(r"^RABBITMQ_PASSWORD=\S{20,}$", text, re.MULTILINE)
 
 
+def test_postgres_backend_starts_no_server_of_its_own_and_only_it_gets_the_url(tmp_path):
+    config, text = services_of(tmp_path, CHANNEL_BACKEND="postgres")
+    assert "rabbitmq" not in config and not [name for name in config if name.startswith("redis-")], config
+    assert re.search(r"^COMPOSE_PROFILES=$", text, re.MULTILINE)
+    assert re.search(r"^POSTGRES_LAYER_URL=postgresql://chat:\S{20,}@db:5432/chat$", text, re.MULTILINE)
+    _, text = services_of(tmp_path, CHANNEL_BACKEND="redis")
+    assert re.search(r"^POSTGRES_LAYER_URL=$", text, re.MULTILINE)
+
+
 def test_unknown_channel_backend_is_refused(tmp_path):
     result = init_env(tmp_path, CHANNEL_BACKEND="kafka")
     assert result.returncode != 0
-    assert "CHANNEL_BACKEND must be redis, rabbitmq or local" in result.stderr
+    assert "CHANNEL_BACKEND must be redis, rabbitmq, postgres or local" in result.stderr
 
 
 def test_redis_shards_out_of_range_is_refused(tmp_path):

@@ -160,7 +160,9 @@ def bare(tmp_path_factory, wheel, constraints) -> Environment:
 def full(tmp_path_factory, wheel, constraints) -> Environment:
     """The wheel with every extra."""
     return make_environment(
-        tmp_path_factory.mktemp("full"), f"{wheel}[redis,rabbitmq,metrics,daphne,testing]", constraints
+        tmp_path_factory.mktemp("full"),
+        f"{wheel}[redis,rabbitmq,postgres,metrics,daphne,testing]",
+        constraints,
     )
 
 
@@ -201,9 +203,10 @@ def test_without_extras_the_kit_imports_and_names_the_extra_it_misses(bare):
     assert "No module named 'channels_redis'" in result.stderr
     # The backend switch names the extra of a backend that is not installed.
     probe = "from channels_kit.conf import channel_layers_from_env; channel_layers_from_env()"
-    env = {"CHANNEL_BACKEND": "rabbitmq", "RABBITMQ_HOST": "rabbitmq", "PATH": str(bare.python.parent)}
-    result = run(bare.python, "-c", probe, cwd=bare.project, env=env, check=False)
-    assert "pip install 'channels-kit[rabbitmq]'" in result.stderr, result.stderr
+    for backend, server in (("rabbitmq", "RABBITMQ_HOST"), ("postgres", "POSTGRES_HOST")):
+        env = {"CHANNEL_BACKEND": backend, server: backend, "PATH": str(bare.python.parent)}
+        result = run(bare.python, "-c", probe, cwd=bare.project, env=env, check=False)
+        assert f"pip install 'channels-kit[{backend}]'" in result.stderr, result.stderr
 
 
 def test_with_every_extra_every_module_imports_and_the_commands_run(full):

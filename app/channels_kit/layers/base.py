@@ -115,7 +115,8 @@ class LayerInspector(Protocol):
 # installed costs nothing. Subclasses match too: the kit's Redis layer is a channels_redis one.
 INSPECTORS: tuple[tuple[str, str], ...] = (
     ("channels_redis.core.RedisChannelLayer", "channels_kit.layers.redis.inspector.RedisInspector"),
-    ("channels_kit.layers.local.LocalChannelLayer", "channels_kit.layers.local.inspector.LocalInspector"),
+    # The same-host (SQLite) and PostgreSQL layers.
+    ("channels_kit.layers.table.TableChannelLayer", "channels_kit.layers.table.inspector.TableInspector"),
     (
         "channels_kit.layers.rabbitmq.RabbitMQChannelLayer",
         "channels_kit.layers.rabbitmq.inspector.RabbitMQInspector",

@@ -3,8 +3,7 @@ containers of one host through a shared volume, share one SQLite file.
 
 - ``store``: the file, its tables and transactions, and the checks that refuse a file
   shared across machines.
-- ``layer``: ``LocalChannelLayer``, the Channels layer API over it.
-- ``inspector``: queue figures and worker states, for ``channels_status`` and ``/metrics``.
+- ``layer``: ``LocalChannelLayer``, the table layer (``channels_kit.layers.table``) on it.
 """
 
 from channels_kit.layers.local.layer import LocalChannelLayer

@@ -17,8 +17,9 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+
+from channels_kit.layers.table.store import Row
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -97,17 +98,6 @@ def file_system_of(path: Path) -> str:
     return kind
 
 
-@dataclass(frozen=True)
-class Row:
-    """A message as the store holds it."""
-
-    id: int
-    channel: str
-    sent: float
-    expires: float
-    data: bytes
-
-
 class Store:
     """One process's connection to the shared file (open it on the thread that uses it)."""
 
@@ -127,11 +117,13 @@ class Store:
         # timeout=0: waiting for the write lock is _Immediate's job (a short, steady retry).
         self.db = sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA synchronous=NORMAL")
+        # WAL before anything else: in the rollback journal a fresh file starts in, a reader
+        # blocks a writer's COMMIT, and processes opening a new file together would trip.
+        _retry_locked(lambda: self.db.execute("PRAGMA journal_mode=WAL"))
         with self._transaction():
             # Inside the write lock, so that processes starting together do not race for it.
             for statement in filter(str.strip, SCHEMA.split(";")):
                 self.db.execute(statement)
-        _retry_locked(lambda: self.db.execute("PRAGMA journal_mode=WAL"))
         self.mark_alive()
 
     def close(self) -> None:
@@ -142,6 +134,16 @@ class Store:
     def _transaction(self):
         """``BEGIN IMMEDIATE`` ... ``COMMIT``: the write lock up front, so nothing retries."""
         return _Immediate(self.db)
+
+    def _read(self, sql: str, parameters: tuple) -> list[tuple]:
+        """A query outside a transaction, tried again while the file is locked."""
+        rows: list[tuple] = []
+
+        def query() -> None:
+            rows[:] = self.db.execute(sql, parameters).fetchall()
+
+        _retry_locked(query)
+        return rows
 
     # --- processes -----------------------------------------------------------------
 
@@ -214,6 +216,11 @@ class Store:
                 count += 1
         return count
 
+    def housekeeping(self, now: float) -> None:
+        """Renew this process's sign of life, then drop what expired."""
+        self.mark_alive(now)
+        self.purge_expired(now)
+
     def purge_expired(self, now: float) -> None:
         """Drop expired messages and group memberships of every layer in the file."""
         with self._transaction():
@@ -238,9 +245,9 @@ class Store:
             )
 
     def members(self, ns: str, group: str, now: float) -> list[str]:
-        rows = self.db.execute(
+        rows = self._read(
             "SELECT channel FROM groups WHERE ns = ? AND name = ? AND expires > ?", (ns, group, now)
-        ).fetchall()
+        )
         return [row[0] for row in rows]
 
     def send_many(
@@ -273,10 +280,10 @@ class Store:
     def queues(self, ns: str, now: float) -> list[tuple[str, int, float]]:
         """(channel, depth, oldest send time) of every non-empty queue; a '!' channel's
         queue is its process's route."""
-        return self.db.execute(
+        return self._read(
             "SELECT route, COUNT(*), MIN(sent) FROM messages WHERE ns = ? AND expires > ? GROUP BY route",
             (ns, now),
-        ).fetchall()
+        )
 
     def save_worker(self, ns: str, key: str, state: str, expires: float) -> None:
         with self._transaction():
@@ -290,7 +297,7 @@ class Store:
             self.db.execute("DELETE FROM workers WHERE ns = ? AND key = ?", (ns, key))
 
     def workers(self, ns: str, now: float) -> list[str]:
-        rows = self.db.execute("SELECT state FROM workers WHERE ns = ? AND expires > ?", (ns, now)).fetchall()
+        rows = self._read("SELECT state FROM workers WHERE ns = ? AND expires > ?", (ns, now))
         return [row[0] for row in rows]
 
 
@@ -310,7 +317,10 @@ class _Immediate:
         _retry_locked(lambda: self.db.execute("BEGIN IMMEDIATE"))
 
     def __exit__(self, kind, value, traceback) -> None:
-        self.db.execute("COMMIT" if kind is None else "ROLLBACK")
+        if kind is None:
+            _retry_locked(lambda: self.db.execute("COMMIT"))
+        else:
+            self.db.execute("ROLLBACK")
 
 
 def _retry_locked(operation: Callable[[], object]) -> None:
