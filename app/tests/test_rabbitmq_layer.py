@@ -173,6 +173,29 @@ def test_connection_cut_and_queues_lost_then_everything_flows_again(url, prefix)
     run(scenario())
 
 
+def test_a_waiting_receive_outlasts_a_server_away_longer_than_the_reconnect_timeout(url, prefix):
+    """Nothing but a waiting receive in the process, and the server away for three times the
+    reconnect timeout: the layer keeps trying, and the receive gets the next message."""
+
+    async def scenario():
+        proxy = Proxy(url)
+        proxied = RabbitMQChannelLayer(url=await proxy.start(), prefix=prefix, reconnect_timeout=1)
+        direct = RabbitMQChannelLayer(url=url, prefix=prefix)
+        waiter = asyncio.ensure_future(proxied.receive("jobs"))
+        await asyncio.sleep(0.3)
+        proxy.down = True
+        proxy.cut()
+        await asyncio.sleep(3)  # the first reconnect gave up after 1 s
+        proxy.down = False
+        await direct.send("jobs", {"type": "job", "n": 1})
+        message = await asyncio.wait_for(waiter, 15)
+        await direct.flush()
+        await proxy.stop()
+        return message
+
+    assert run(scenario())["n"] == 1
+
+
 def test_idle_connection_outlives_heartbeats(url, prefix):
     """With a 1 s heartbeat, 4 s of silence keep the same connection (no reconnect)."""
     layer = RabbitMQChannelLayer(url=url, prefix=prefix, heartbeat=1)

@@ -109,10 +109,16 @@ class _Connection:
     async def open(cls, url: str, generation: int, timeout: float) -> _Connection:
         connection = await asyncio.wait_for(aiormq.connect(url), timeout)
         self = cls(connection, generation)
-        self.publish = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        self.consume = await connection.channel(publisher_confirms=False)
-        await self.consume.basic_qos(prefetch_count=1)
-        self.ops = await connection.channel(publisher_confirms=False)
+        try:
+            self.publish = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            self.consume = await connection.channel(publisher_confirms=False)
+            await self.consume.basic_qos(prefetch_count=1)
+            self.ops = await connection.channel(publisher_confirms=False)
+        except BaseException:
+            # A server still starting may accept the connection and then refuse its channels.
+            with contextlib.suppress(Exception):
+                await connection.close()
+            raise
         return self
 
     @property
@@ -244,7 +250,7 @@ class RabbitMQChannelLayer(BaseChannelLayer):
                 try:
                     connection = await _Connection.open(self.url, state.generation + 1, self.connect_timeout)
                     break
-                except (*CONNECTION_ERRORS, TimeoutError) as error:
+                except (*CONNECTION_ERRORS, TimeoutError, aiormq.exceptions.AMQPError) as error:
                     if time.monotonic() + delay > deadline:
                         where = redacted(self.url)
                         raise ConnectionError(f"RabbitMQ at {where} does not answer: {error}") from error
@@ -279,13 +285,21 @@ class RabbitMQChannelLayer(BaseChannelLayer):
             state.resubscriber = asyncio.ensure_future(self._resubscribe(state))
 
     async def _resubscribe(self, state: _LoopState) -> None:
-        try:
-            await self._connection(state)
-            for reader in list(state.readers.values()):
-                if reader.waiting:
-                    await self._retrying(lambda c, r=reader: self._subscribe(state, r, c))
-        except Exception:
-            logger.exception("resubscribing to RabbitMQ failed; the next receive() tries again")
+        """Subscribe every waited-on channel again, trying until it works: a waiting
+        ``receive()`` has nobody else to do it (a server away longer than
+        ``reconnect_timeout``, or refusing channels while it starts)."""
+        delay = RECONNECT_FIRST_DELAY
+        while not state.closed:
+            try:
+                await self._connection(state)
+                for reader in list(state.readers.values()):
+                    if reader.waiting:
+                        await self._retrying(lambda c, r=reader: self._subscribe(state, r, c))
+                return
+            except Exception as error:  # noqa: BLE001 - logged, then tried again
+                logger.warning("resubscribing to RabbitMQ failed (%r); again in %.1f s", error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX_DELAY)
 
     async def in_connection(self, operation: Callable[[_Connection], Awaitable[T]]) -> T:
         """Run ``operation`` on this loop's connection (the inspector's way in)."""
