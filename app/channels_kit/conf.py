@@ -85,14 +85,18 @@ SSL_CERT_REQS = ("none", "optional", "required")
 
 
 def redis_host(url: str) -> dict[str, Any]:
-    """One channels_redis host entry: the URL with the kit's timeouts and, for ``rediss://``,
-    the certificate settings (platforms' managed Redis often has a self-signed one)."""
+    """One channels_redis host entry: the URL with the kit's timeouts, ``REDIS_PASSWORD`` when
+    the URL carries no credentials of its own (so the URL, which names the shard on the hash
+    ring and in logs, holds no secret) and, for ``rediss://``, the certificate settings
+    (platforms' managed Redis often has a self-signed one)."""
     host: dict[str, Any] = {
         "address": url,
         "socket_timeout": env_float("REDIS_SOCKET_TIMEOUT", 30.0),
         "socket_connect_timeout": env_float("REDIS_CONNECT_TIMEOUT", 5.0),
         "health_check_interval": env_int("REDIS_HEALTH_CHECK_INTERVAL", 30),
     }
+    if env_str("REDIS_PASSWORD") and "@" not in url:
+        host["password"] = env_str("REDIS_PASSWORD")
     if url.startswith("rediss://"):
         cert_reqs = env_str("REDIS_SSL_CERT_REQS", "required").lower()
         if cert_reqs not in SSL_CERT_REQS:

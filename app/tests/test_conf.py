@@ -43,6 +43,14 @@ def test_channel_layers_from_redis_urls(monkeypatch):
     assert all(h["socket_timeout"] == 7.0 for h in hosts)
 
 
+def test_the_redis_password_goes_to_urls_without_credentials(monkeypatch):
+    monkeypatch.setenv("REDIS_URLS", "redis://a:6379/0,redis://:own@b:6379/0")
+    monkeypatch.setenv("REDIS_PASSWORD", "s3cret")
+    first, second = conf.channel_layers_from_env()["default"]["CONFIG"]["hosts"]
+    assert (first["address"], first["password"]) == ("redis://a:6379/0", "s3cret")
+    assert second["address"] == "redis://:own@b:6379/0" and "password" not in second
+
+
 def test_a_platform_redis_url_is_the_layer_when_no_shards_are_named(monkeypatch):
     for name in ("REDIS_URLS", "REDIS_TLS_URL", "REDIS_SSL_CERT_REQS", "REDIS_SSL_CA_CERTS"):
         monkeypatch.delenv(name, raising=False)

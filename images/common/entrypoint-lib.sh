@@ -26,11 +26,12 @@ whole_seconds() {
 
 # exec_daphne APPLICATION HTTP_TIMEOUT CONNECT_TIMEOUT [DAPHNE-ARGS...]: Daphne behind a
 # proxy (client address from its headers), with the kit's WebSocket message limit and
-# pings. Everything it logs goes to stdout.
+# pings, as channels_kit.interface_server runs it (a socket over the limit is closed with
+# 1009, not dropped). Everything it logs goes to stdout.
 exec_daphne() {
   application=$1 http_timeout=$2 connect_timeout=$3
   shift 3
-  set -- daphne \
+  set -- python -m channels_kit.interface_server \
     --bind "${SERVER_BIND:-0.0.0.0}" --port "${PORT:-8000}" \
     --proxy-headers \
     --http-timeout "$http_timeout" \

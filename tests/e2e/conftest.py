@@ -55,9 +55,11 @@ def post_json(path: str, payload) -> Response:
     return http("POST", path, json.dumps(payload).encode(), {"Content-Type": "application/json"})
 
 
-def ws_connect(room: str, origin: str = ORIGIN):
-    """A WebSocket to the chat room, through nginx."""
-    return websockets.connect(f"{WS_URL}/ws/chat/{room}/", origin=origin, open_timeout=10)
+def ws_connect(room: str, origin: str = ORIGIN, after: int | None = None):
+    """A WebSocket to the chat room, through nginx; ``after``: the last message id seen (a
+    reconnecting page's ``?after=``)."""
+    query = f"?after={after}" if after is not None else ""
+    return websockets.connect(f"{WS_URL}/ws/chat/{room}/{query}", origin=origin, open_timeout=10)
 
 
 async def recv_json(socket, timeout: float = 10.0) -> dict:

@@ -9,10 +9,13 @@ the layer's tables live in the stack's database.
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
 
 import pytest
 
-from conftest import ENV_FILE, compose, http, service_exec, service_hosts
+from conftest import ENV_FILE, REPO, compose, http, service_exec, service_hosts
 
 LAYER_CLASSES = {
     "redis": "channels_kit.layers.redis.layer.RedisChannelLayer",
@@ -96,3 +99,36 @@ def test_postgres_layer_lives_in_the_stacks_database():
         "exec", "-T", "db", "sh", "-c", f'psql -U "$POSTGRES_USER" -d "$POSTGRES_DB" -Atc "{query}"'
     ).stdout.strip()
     assert int(count) >= len(APP_SERVICES), "every worker publishes its state in the layer's tables"
+
+
+@pytest.mark.skipif(backend() != "redis", reason="the stack runs another backend (CHANNEL_BACKEND)")
+def test_redis_shards_require_the_generated_password_and_are_not_published():
+    for shard in ("redis-1", "redis-2"):
+        assert compose("port", shard, "6379", check=False).stdout.strip() in ("", ":0")
+        anonymous = compose(
+            "exec", "-T", shard, "env", "-u", "REDISCLI_AUTH", "redis-cli", "ping", check=False
+        )
+        assert "NOAUTH" in anonymous.stdout + anonymous.stderr, anonymous
+        assert compose("exec", "-T", shard, "redis-cli", "ping").stdout.strip() == "PONG"
+
+
+def test_a_database_volume_of_another_env_is_caught_before_start(tmp_path):
+    """A .env whose POSTGRES_PASSWORD is not the one the db-data volume was created with (a
+    second checkout, a regenerated .env): scripts/check-database, which `make up` runs
+    first, says so and names the two ways out; with the stack's own .env it passes."""
+    other = tmp_path / ".env"
+    text = re.sub(
+        r"^POSTGRES_PASSWORD=.*$", "POSTGRES_PASSWORD=not-the-volumes", ENV_FILE.read_text(), flags=re.M
+    )
+    other.write_text(text)
+
+    def check(env_file) -> subprocess.CompletedProcess:
+        env = os.environ | {"ENV_FILE": str(env_file), "COMPOSE_ENV_FILES": str(env_file)}
+        script = REPO / "scripts/check-database"
+        return subprocess.run([str(script)], env=env, capture_output=True, text=True, timeout=180)
+
+    refused = check(other)
+    assert refused.returncode != 0
+    assert "password authentication failed" in refused.stderr, refused.stderr
+    assert "put back the .env" in refused.stderr and "make clean" in refused.stderr
+    assert check(ENV_FILE).returncode == 0

@@ -1,6 +1,8 @@
 """The chat page in a real browser (Chromium, driven by Playwright): chat across
-windows, and reconnection after the Daphne replica holding the socket restarts."""
+windows, and reconnection after the Daphne replica holding the socket restarts, with
+every message posted meanwhile shown once."""
 
+import json
 import os
 import subprocess
 import time
@@ -8,8 +10,9 @@ import uuid
 
 import pytest
 from playwright.sync_api import expect, sync_playwright
+from websockets.sync.client import connect
 
-from conftest import BASE_URL
+from conftest import BASE_URL, ORIGIN, WS_URL
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -58,17 +61,31 @@ def test_two_windows_chat_and_history_survives_a_reload(browser):
         page.close()
 
 
-def test_page_reconnects_after_its_daphne_restarts(browser):
+def post(room: str, texts: list[str]) -> None:
+    """Post chat messages from a client of its own (through nginx, to a running replica)."""
+    with connect(f"{WS_URL}/ws/chat/{room}/", origin=ORIGIN, open_timeout=10) as poster:
+        json.loads(poster.recv(timeout=10))  # hello
+        for text in texts:
+            poster.send(json.dumps({"message": text}))
+            assert json.loads(poster.recv(timeout=10))["message"] == text
+
+
+def test_page_reconnects_after_its_daphne_restarts_and_shows_what_it_missed(browser):
     room = f"browser-{uuid.uuid4().hex[:8]}"
     page = open_room(browser, room)
     hostname = page.inner_text("#socket-server").split("/", 1)[1]
-    # A container's hostname is its short id: restart exactly the replica holding the socket.
+    # A container's hostname is its short id: stop exactly the replica holding the socket.
     expect(page.locator("body")).to_have_attribute("data-connections", "1")
-    restart = ["docker", "restart", "--time", "5", hostname]
-    subprocess.run(restart, check=True, capture_output=True, timeout=60)
-    # The page noticed the drop and opened a new socket by itself (with backoff).
+    subprocess.run(["docker", "stop", "--time", "5", hostname], check=True, capture_output=True, timeout=60)
+    missed = [f"posted while away {n}" for n in range(3)]
+    post(room, missed)
+    subprocess.run(["docker", "start", hostname], check=True, capture_output=True, timeout=60)
+    # The page noticed the drop and opened a new socket by itself (with backoff), asking for
+    # what it missed: every message posted meanwhile, once.
     expect(page.locator("body")).to_have_attribute("data-connections", "2", timeout=60_000)
     expect(page.locator("#state")).to_have_text("connected")
+    for text in missed:
+        expect(page.locator("#log li", has_text=text)).to_have_count(1, timeout=10_000)
     # The second window opens once the restarted replica is healthy again: requests nginx
     # sends to a replica still starting are another matter (see docs/troubleshooting.md).
     _wait_healthy(hostname)

@@ -67,18 +67,35 @@ def test_foreign_origin_is_rejected():
     asyncio.run(scenario())
 
 
-def test_oversized_websocket_message_drops_the_socket():
-    """Daphne (Autobahn) drops a socket whose message exceeds WS_MAX_MESSAGE_BYTES; nothing is relayed."""
+@pytest.mark.parametrize("size", [100_000, 4 * 1024 * 1024], ids=["message-100KB", "frame-4MiB"])
+def test_oversized_websocket_message_closes_the_socket_with_1009(size):
+    """A message over WS_MAX_MESSAGE_BYTES (or a frame over Daphne's 1 MiB frame limit) closes
+    its socket with 1009, "message too big"; nothing is relayed, the other socket stays."""
 
     async def scenario():
         async with ws_connect("e2e-limit") as sender, ws_connect("e2e-limit") as bystander:
             await recv_json(sender)
             await recv_json(bystander)
-            await sender.send(json.dumps({"message": "x" * 100_000}))
+            await sender.send(json.dumps({"message": "x" * size}))
             with pytest.raises(websockets.ConnectionClosed):
                 await asyncio.wait_for(sender.recv(), 10)
+            assert sender.close_code == 1009, sender.close_code
             with pytest.raises(asyncio.TimeoutError):
                 await asyncio.wait_for(bystander.recv(), 1)
+            await bystander.send(json.dumps({"message": "still here"}))
+            assert (await recv_json(bystander))["message"] == "still here"
+
+    asyncio.run(scenario())
+
+
+def test_malformed_json_gets_an_error_frame_and_the_socket_stays():
+    async def scenario():
+        async with ws_connect("e2e-malformed") as socket:
+            await recv_json(socket)
+            await socket.send("{not json")
+            assert (await recv_json(socket))["type"] == "error"
+            await socket.send(json.dumps({"message": "after the error"}))
+            assert (await recv_json(socket))["message"] == "after the error"
 
     asyncio.run(scenario())
 
@@ -90,5 +107,34 @@ def test_overlong_chat_message_gets_an_error_frame():
             await socket.send(json.dumps({"message": "y" * 2001}))
             event = await recv_json(socket)
             assert event["type"] == "error"
+
+    asyncio.run(scenario())
+
+
+def test_a_reconnecting_socket_gets_every_message_it_missed_in_order():
+    """A socket drops; five messages are posted meanwhile; it comes back with the last id it
+    saw and gets exactly those five, oldest first, then a "recovered" frame; then live ones."""
+    room = f"e2e-recover-{uuid.uuid4().hex[:8]}"
+
+    async def scenario():
+        async with ws_connect(room) as poster:
+            await recv_json(poster)
+            async with ws_connect(room) as leaving:
+                await recv_json(leaving)
+                await poster.send(json.dumps({"message": "before"}))
+                assert (await recv_json(poster))["message"] == "before"
+                last_seen = (await recv_json(leaving))["id"]
+            missed = [f"missed-{n}" for n in range(5)]
+            for text in missed:
+                await poster.send(json.dumps({"message": text}))
+                assert (await recv_json(poster))["message"] == text
+            async with ws_connect(room, after=last_seen) as back:
+                assert (await recv_json(back))["type"] == "hello"
+                replayed = [await recv_json(back) for _ in missed]
+                assert [event["message"] for event in replayed] == missed
+                assert [event["id"] for event in replayed] == sorted(event["id"] for event in replayed)
+                assert await recv_json(back) == {"type": "recovered", "count": 5, "complete": True}
+                await poster.send(json.dumps({"message": "live again"}))
+                assert (await recv_json(back))["message"] == "live again"
 
     asyncio.run(scenario())

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+from datetime import timedelta
+from urllib.parse import parse_qs
 
 from channels.consumer import SyncConsumer
 from channels.db import database_sync_to_async
@@ -27,6 +29,26 @@ def room_group(room: str) -> str:
     return f"chat.{room}"
 
 
+def missed_messages(room: str, after: int) -> tuple[list[Message], bool]:
+    """The room's messages after id ``after``, oldest first, at most ``CHAT_RECOVERY_LIMIT`` of
+    the newest and none older than ``CHAT_RECOVERY_SECONDS``; and whether that is all of them."""
+    limit = settings.CHAT_RECOVERY_LIMIT
+    newest = list(Message.objects.filter(room=room, id__gt=after).order_by("-id")[: limit + 1])
+    oldest_kept = timezone.now() - timedelta(seconds=settings.CHAT_RECOVERY_SECONDS)
+    kept = [message for message in newest[:limit] if message.created >= oldest_kept]
+    return kept[::-1], len(kept) == len(newest)
+
+
+def recover_after(scope: dict) -> int | None:
+    """The ``?after=<id>`` of a reconnecting socket: the last message id its page saw."""
+    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("after", [])
+    try:
+        after = int(values[-1]) if values else None
+    except ValueError:
+        return None
+    return after if after is not None and after >= 0 else None
+
+
 def chat_message_frame(message: Message) -> dict:
     """The group message that carries a stored chat message to every listener of its room:
     the contract's ``{"type": "message", ...}`` frame, ready for the sockets."""
@@ -35,6 +57,12 @@ def chat_message_frame(message: Message) -> dict:
 
 class ChatConsumer(GroupFrameMixin, AsyncJsonWebsocketConsumer):
     """``/ws/chat/<room>/``: hello frame first, then every message in the room.
+
+    A page that reconnects asks for what it missed with ``?after=<last message id>``: the
+    consumer joins the room first, then sends the messages stored since (bounded in count
+    and age, oldest first) and a ``{"type": "recovered", "count": n, "complete": bool}``
+    frame. A message posted during the reconnect itself may come both ways; the page
+    drops a message id it has shown.
 
     A message is stored, then sent to the room's group as a ready ``websocket.send``
     frame (``chat_message_frame``): in relay mode the interface servers write it to
@@ -58,6 +86,12 @@ class ChatConsumer(GroupFrameMixin, AsyncJsonWebsocketConsumer):
                 "user": self.username(),
             }
         )
+        after = recover_after(self.scope)
+        if after is not None:
+            missed, complete = await database_sync_to_async(missed_messages)(self.room, after)
+            for message in missed:
+                await self.send_json(message.as_event())
+            await self.send_json({"type": "recovered", "count": len(missed), "complete": complete})
 
     def username(self) -> str | None:
         """Who the session cookie says this is (AuthMiddlewareStack resolved it), else None."""

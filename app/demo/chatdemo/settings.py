@@ -54,6 +54,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "chat.faults.FaultInjectionMiddleware",
+    # Last, so that its process_exception sees a view's database errors first: 503, not 500.
+    "channels_kit.middleware.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "chatdemo.urls"
@@ -118,6 +120,10 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MAX_REQUEST_BYTES", 1024 * 1024)
 # Longest chat message accepted, in characters (the WebSocket frame limit is Daphne's).
 CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 2000)
 CHAT_HISTORY_SIZE = env_int("CHAT_HISTORY_SIZE", 50)
+# A reconnecting socket (`?after=<id>`) gets at most this many missed messages, none older
+# than this many seconds; beyond that its "recovered" frame says the recovery is not complete.
+CHAT_RECOVERY_LIMIT = env_int("CHAT_RECOVERY_LIMIT", 200)
+CHAT_RECOVERY_SECONDS = env_int("CHAT_RECOVERY_SECONDS", 3600)
 # Host (no port) the chat page opens its WebSocket on; empty: the page's own host.
 # `make up` sets it to ASGI_DOMAIN when ROUTING=domain.
 CHAT_SOCKET_HOST = env_str("CHAT_SOCKET_HOST")

@@ -94,8 +94,9 @@ class Command(BaseCommand):
         try:
             # Importing Daphne's server installs Twisted's asyncio reactor: do it first.
             from daphne.endpoints import build_endpoint_description_strings
-            from daphne.server import Server
             from twisted.internet import defer, reactor
+
+            from channels_kit.interface_server import KitDaphneServer
         except ImportError as exc:
             raise CommandError(f"runall needs Daphne ({exc}): pip install 'channels-kit[daphne]'") from None
 
@@ -133,7 +134,7 @@ class Command(BaseCommand):
             reactor.addSystemEventTrigger("before", "shutdown", drain)
             logger.info("runall: workers serve %s in this process", ", ".join(channels))
 
-        server = Server(
+        server = KitDaphneServer(
             application=application,
             endpoints=build_endpoint_description_strings(host=bind, port=port),
             proxy_forwarded_address_header="X-Forwarded-For",

@@ -1,5 +1,7 @@
 // Chat client: one WebSocket per page, reconnecting with capped exponential
-// backoff (plus jitter) whenever the connection drops.
+// backoff (plus jitter) whenever the connection drops. A reconnect asks for what the
+// page missed meanwhile (?after=<the last message id it shows>); a message that comes
+// twice (posted during the reconnect itself) is shown once.
 (function () {
   "use strict";
   var room = document.currentScript.dataset.room;
@@ -15,6 +17,17 @@
   var url = scheme + host + "/ws/chat/" + encodeURIComponent(room) + "/";
   var socket = null;
   var attempt = 0;
+  // Ids of the messages shown (the history the page came with, then every live one).
+  var shown = new Set();
+  var lastId = 0;
+  Array.prototype.forEach.call(log.querySelectorAll("li[data-id]"), function (item) {
+    see(Number(item.dataset.id));
+  });
+
+  function see(id) {
+    shown.add(id);
+    lastId = Math.max(lastId, id);
+  }
 
   function setState(name) {
     state.textContent = name;
@@ -34,7 +47,7 @@
 
   function connect() {
     setState("connecting");
-    socket = new WebSocket(url);
+    socket = new WebSocket(lastId ? url + "?after=" + lastId : url);
     socket.onopen = function () {
       attempt = 0;
       // How many times this page has (re)connected: visible to tests and curious users.
@@ -47,7 +60,12 @@
         // The interface server holding the socket (Daphne); in relay mode a worker answered.
         socketServer.textContent = data.interface || data.server;
       } else if (data.type === "message") {
-        append(data.message, "message");
+        if (!shown.has(data.id)) {
+          see(data.id);
+          append(data.message, "message");
+        }
+      } else if (data.type === "recovered" && !data.complete) {
+        append("some older messages of the time away are not shown", "error");
       } else if (data.type === "error") {
         append("error: " + data.error, "error");
       }
