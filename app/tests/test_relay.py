@@ -120,6 +120,8 @@ class Cluster:
 
     def interface(self, **settings) -> RelayApplication:
         settings.setdefault("timeout", self.timeout)
+        # The test workers publish no state (publish_state=False): no watch, unless asked.
+        settings.setdefault("no_worker_wait", None)
         return RelayApplication(
             self.layer(), RelaySettings(identity="daphne/test", group_refresh=0, **settings)
         )
@@ -128,13 +130,13 @@ class Cluster:
         layer = self.layer()
         app = project_application(name)
         options.setdefault("concurrency", 2)
+        options.setdefault("publish_state", False)
         worker = KitWorker(
             application=app,
             channels=channels,
             channel_layer=layer,
             relay_handler=RelayHandler(app, layer, taken_notice=0.1),
             relay_channels=WORK_CHANNELS,
-            publish_state=False,
             **options,
         )
         self.workers[name] = (worker, asyncio.ensure_future(worker.arun()))
@@ -380,6 +382,33 @@ def test_no_worker_closes_a_connecting_socket_cleanly(redis_url):
         assert (await socket.next())["type"] == "websocket.accept"
         assert await socket.next() == {"type": "websocket.close", "code": 4503}
         await socket.leave()
+
+    run(redis_url, scenario)
+
+
+def test_with_no_live_worker_requests_and_sockets_are_refused_at_once_until_one_starts(redis_url):
+    """The interface reads the workers' published states: with none serving http.request or
+    websocket.connect, a request gets 503 and a socket 4503 after the short no-worker wait,
+    not the 30 s timeout; a worker that starts is seen, and served, within a check."""
+
+    async def scenario(cluster: Cluster):
+        relay = cluster.interface(timeout=30, no_worker_wait=0.5, worker_check=0.2)
+        started = time.monotonic()
+        status, _, body = await http_request(relay, "/nobody")
+        assert status == 503 and b"no worker serves http.request" in body
+        socket = Socket(relay, "nobody")
+        assert (await socket.next())["type"] == "websocket.accept"
+        assert await socket.next() == {"type": "websocket.close", "code": 4503}
+        await socket.leave()
+        assert time.monotonic() - started < 10, "refused after the timeout, not at once"
+        assert (relay.stats.http_no_worker, relay.stats.websocket_no_worker) == (1, 1)
+        cluster.start_worker("w1", publish_state=True, heartbeat_interval=0.2)
+        await eventually(lambda: relay.workers.serves("http.request"), timeout=5)
+        assert (await http_request(relay, "/somebody"))[0] == 201
+        socket = Socket(relay, "somebody")
+        assert (await socket.opened())["type"] == "hello"
+        await socket.leave()
+        relay.workers.close()
 
     run(redis_url, scenario)
 

@@ -138,3 +138,23 @@ def test_a_reconnecting_socket_gets_every_message_it_missed_in_order():
                 assert (await recv_json(back))["message"] == "live again"
 
     asyncio.run(scenario())
+
+
+def test_a_flooding_socket_is_closed_with_1008_and_the_others_chat_on():
+    """One socket sends 1,000 messages at once, far over WS_MAX_MESSAGES_PER_SECOND (50, in
+    bursts of 50): it is closed with 1008, and another socket chats on meanwhile."""
+
+    async def scenario():
+        async with ws_connect("e2e-flood") as flooder, ws_connect("e2e-calm") as calm:
+            await recv_json(flooder)
+            await recv_json(calm)
+            for _ in range(1000):  # no chat message: each gets an error frame, cheaply
+                await flooder.send("{}")
+            await calm.send(json.dumps({"message": "during the flood"}))
+            assert (await recv_json(calm, timeout=15))["message"] == "during the flood"
+            with pytest.raises(websockets.ConnectionClosed):
+                while True:
+                    await asyncio.wait_for(flooder.recv(), 20)
+            assert flooder.close_code == 1008, flooder.close_code
+
+    asyncio.run(scenario())

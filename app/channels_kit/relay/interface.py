@@ -5,7 +5,9 @@ long-poll and WebSocket connections and moves their events over the channel laye
 workers, which run the project's own ASGI application (``channels_kit.relay.handler``):
 
 - **HTTP** (here): the whole request goes to ``http.request``; the response comes back on
-  the request's reply channel. No ``http.response.start`` within ``timeout``: 503.
+  the request's reply channel. No ``http.response.start`` within ``timeout``: 503. No
+  live worker serving ``http.request`` at all (``worker_watch``): 503 at once, after
+  ``no_worker_wait`` seconds for one to appear.
 - **WebSocket** (``channels_kit.relay.websocket``): each event (connect, every frame,
   disconnect) goes to its work channel, one at a time and in order, carrying the
   consumer's state; a worker runs the event and answers ``relay.done`` with the new state.
@@ -34,6 +36,7 @@ from channels_kit.relay.protocol import (
     HTTP_REQUEST,
     HTTP_TAKEN,
     RELAY_CHANNEL_PREFIX,
+    WEBSOCKET_CONNECT,
     Receive,
     Send,
     process_prefix,
@@ -42,6 +45,7 @@ from channels_kit.relay.protocol import (
     work_message,
 )
 from channels_kit.relay.websocket import WebsocketConnection
+from channels_kit.relay.worker_watch import WorkerWatch
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +66,11 @@ class RelaySettings:
     max_queued_events: int = 100
     # Seconds between renewals of this interface's group memberships.
     group_refresh: float = 60.0
+    # With no live worker serving a request's (or a socket's) channel, how long it waits
+    # for one to appear before it is refused (503, 4503); None: it waits for the timeout.
+    no_worker_wait: float | None = 5.0
+    # Seconds between two reads of the workers' published states.
+    worker_check: float = 2.0
     identity: str = field(default_factory=server_identity)
     role: str = field(default_factory=server_role)
 
@@ -78,6 +87,8 @@ class RelayStats:
     websocket_events: int = 0
     websocket_events_dropped: int = 0
     websocket_timeouts: int = 0
+    http_no_worker: int = 0
+    websocket_no_worker: int = 0
 
 
 class Inbox:
@@ -151,6 +162,11 @@ class RelayApplication:
         self._registry: GroupRegistry | None = None
         self._background: set[asyncio.Task] = set()
         self._identity_header = (RELAYED_BY_HEADER, self.settings.identity.encode())
+        self.workers = (
+            WorkerWatch(layer, (HTTP_REQUEST, WEBSOCKET_CONNECT), self.settings.worker_check)
+            if self.settings.no_worker_wait is not None
+            else None
+        )
 
     async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -188,6 +204,12 @@ class RelayApplication:
         task.add_done_callback(self._background.discard)
         return task
 
+    async def no_worker(self, channel: str) -> bool:
+        """True when no live worker serves ``channel`` and none appears within ``no_worker_wait``."""
+        if self.workers is None or self.settings.no_worker_wait is None:
+            return False
+        return await self.workers.absent(channel, self.settings.no_worker_wait)
+
     def wire_scope(self, scope: dict, reply: str) -> dict:
         """The scope as workers get it, with the interface named in ``scope["relay"]``."""
         return scope_to_wire(scope, {"relay": {"interface": self.settings.identity, "channel": reply}})
@@ -205,6 +227,10 @@ class RelayApplication:
             await self._refuse(send, 413, f"request body larger than {self.settings.max_body} bytes")
             return
         self.stats.http_requests += 1
+        if await self.no_worker(HTTP_REQUEST):
+            self.stats.http_no_worker += 1
+            await self._refuse(send, 503, f"no worker serves {HTTP_REQUEST}")
+            return
         reply = await self.new_channel()
         message = work_message(
             reply=reply,
@@ -293,6 +319,11 @@ class RelayApplication:
             "role": self.settings.role,
             "mode": "relay",
             "relay": vars(self.stats) | {"groups": len(self._registry.joined) if self._registry else 0},
+            # Whether live workers serve the relay's channels (null: not known).
+            "workers": {
+                channel: self.workers.serves(channel) if self.workers else None
+                for channel in (HTTP_REQUEST, WEBSOCKET_CONNECT)
+            },
         }
         served_by = (b"x-served-by", self.settings.identity.encode())
         await _respond(send, 200, json.dumps(body).encode(), b"application/json", served_by)
@@ -312,5 +343,7 @@ class RelayApplication:
             elif message["type"] == "lifespan.shutdown":
                 if self._registry is not None:
                     await self._registry.close()
+                if self.workers is not None:
+                    self.workers.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return

@@ -139,6 +139,11 @@ class WebsocketConnection:
                     if self.answered:
                         await self._send_event(channel, event, wait=False)
                     return
+                if channel == WEBSOCKET_CONNECT and await self.app.no_worker(WEBSOCKET_CONNECT):
+                    # Nobody would take it: say so now (4503), not after the timeout.
+                    self.app.stats.websocket_no_worker += 1
+                    await self._settle_connect("no worker", time.time())
+                    continue
                 outcome, deadline = await self._send_event(channel, event, wait=True)
                 if channel == WEBSOCKET_CONNECT:
                     await self._settle_connect(outcome, deadline)

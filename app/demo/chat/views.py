@@ -37,9 +37,12 @@ def index(request: HttpRequest) -> HttpResponse:
     room = request.GET.get("room", DEFAULT_ROOM)
     if not re.fullmatch(ROOM_PATTERN, room):
         room = DEFAULT_ROOM
+    history = recent_messages(room)
     context = {
         "room": room,
-        "history": recent_messages(room),
+        "history": history,
+        # The socket asks for what came after (?after=): nothing posted meanwhile is missed.
+        "last_id": history[-1].pk if history else 0,
         "server": server_identity(),
         "interface": interface_identity(getattr(request, "scope", None)),
         "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,

@@ -17,9 +17,10 @@
   var url = scheme + host + "/ws/chat/" + encodeURIComponent(room) + "/";
   var socket = null;
   var attempt = 0;
-  // Ids of the messages shown (the history the page came with, then every live one).
+  // Ids of the messages shown (the history the page came with, then every live one), and
+  // the newest message of the room when the page was made (0: none).
   var shown = new Set();
-  var lastId = 0;
+  var lastId = Number(document.currentScript.dataset.lastId || 0);
   Array.prototype.forEach.call(log.querySelectorAll("li[data-id]"), function (item) {
     see(Number(item.dataset.id));
   });
@@ -47,7 +48,8 @@
 
   function connect() {
     setState("connecting");
-    socket = new WebSocket(lastId ? url + "?after=" + lastId : url);
+    // Always: messages posted after the page's history was read, or while it was away.
+    socket = new WebSocket(url + "?after=" + lastId);
     socket.onopen = function () {
       attempt = 0;
       // How many times this page has (re)connected: visible to tests and curious users.
