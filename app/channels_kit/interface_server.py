@@ -1,7 +1,14 @@
 """Daphne as the kit runs it (``python -m channels_kit.interface_server``, Daphne's own options).
 
-Two changes to Daphne's server, for every WebSocket it holds (the project's in direct mode,
-the relay's in relay mode; ``manage.py runall`` serves with the same class):
+Three changes to Daphne's server, for every WebSocket it holds (the project's in direct
+mode, the relay's in relay mode; ``manage.py runall`` serves with the same class):
+
+- **A drain on SIGTERM.** The server stops listening first, so that nginx sends new
+  connections to the other replicas (it retries a refused connection on the next one),
+  then closes its WebSockets with 1012, "service restart", each at a random moment of
+  ``DAPHNE_DRAIN_SECONDS`` (10 s), so that their clients reconnect elsewhere spread out
+  rather than all at once; requests in flight may finish meanwhile. Then Daphne stops its
+  applications and exits, as it does. 0: no drain.
 
 - A WebSocket that Autobahn fails (a message over ``--websocket-max-message-size``, a
   frame over the frame limit, a protocol error) is closed with its close code, 1009
@@ -15,13 +22,15 @@ the relay's in relay mode; ``manage.py runall`` serves with the same class):
 from __future__ import annotations
 
 import logging
+import random
 import sys
 import time
 
+from autobahn.websocket.protocol import WebSocketProtocol as AutobahnProtocol
 from daphne.cli import CommandLineInterface
 from daphne.server import Server
 from daphne.ws_protocol import WebSocketProtocol
-from twisted.internet import reactor
+from twisted.internet import defer, reactor, task
 
 from channels_kit.conf import env_float
 
@@ -31,6 +40,10 @@ logger = logging.getLogger(__name__)
 # TCP connection is dropped: a client busy sending (a flood) answers late, and a drop
 # would hide the close code from it.
 CLOSE_HANDSHAKE_SECONDS = 10
+# WebSocket close code of a draining server: "service restart" (RFC 6455 7.4.1, IANA).
+CLOSE_SERVICE_RESTART = 1012
+# After the drain window: how long the last sockets' close handshakes may take.
+DRAIN_CLOSE_MARGIN_SECONDS = 2.0
 
 
 class FloodLimitedProtocol(WebSocketProtocol):
@@ -44,6 +57,11 @@ class FloodLimitedProtocol(WebSocketProtocol):
         if self.rate > 0 and not self._allowed():
             return
         super().onMessage(payload, isBinary)
+
+    def serverSend(self, content: str | bytes, binary: bool = False) -> None:
+        if self.muted:  # closed by the server (a flood, a drain): the application's late sends go
+            return
+        super().serverSend(content, binary)
 
     def _allowed(self) -> bool:
         now = time.monotonic()
@@ -62,7 +80,7 @@ class FloodLimitedProtocol(WebSocketProtocol):
                 self.rate,
                 self.burst,
             )
-            self.sendClose(code=1008, reason="too many messages")
+            close_muted(self, 1008, b"too many messages")
         return False
 
 
@@ -71,6 +89,8 @@ class KitDaphneServer(Server):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.drain_seconds = max(0.0, env_float("DAPHNE_DRAIN_SECONDS", 10.0))
+        self.ports: list = []
         rate = env_float("WS_MAX_MESSAGES_PER_SECOND", 50.0)
         burst = max(1.0, env_float("WS_MESSAGE_BURST", rate))
         self.websocket_protocol = type(FloodLimitedProtocol.__name__, (FloodLimitedProtocol,), {})
@@ -85,6 +105,69 @@ class KitDaphneServer(Server):
     def _configure_websockets(self) -> None:
         self.ws_factory.protocol = self.websocket_protocol
         self.ws_factory.setProtocolOptions(failByDrop=False, closeHandshakeTimeout=CLOSE_HANDSHAKE_SECONDS)
+
+    def listen_success(self, port) -> None:
+        self.ports.append(port)
+        super().listen_success(port)
+
+    def kill_all_applications(self) -> defer.Deferred:
+        """Daphne's last step before the reactor stops (SIGTERM): drain first."""
+        drained = defer.ensureDeferred(self.drain())
+        drained.addErrback(lambda failure: logger.error("draining failed: %s", failure.getErrorMessage()))
+        drained.addCallback(lambda _: super(KitDaphneServer, self).kill_all_applications())
+        return drained
+
+    async def drain(self) -> None:
+        """No new connections; the WebSockets closed with 1012 over ``drain_seconds``."""
+        if self.drain_seconds <= 0:
+            return
+        for port in self.ports:
+            await port.stopListening()
+        started = time.monotonic()
+        deadline = started + self.drain_seconds
+        logger.info(
+            "draining: no new connections; closing %d WebSocket(s) with %d over %g s",
+            len(self._open_sockets()),
+            CLOSE_SERVICE_RESTART,
+            self.drain_seconds,
+        )
+        closing: set[WebSocketProtocol] = set()
+        while True:
+            # Sockets opened meanwhile (nginx reusing a kept-alive connection) close too.
+            for protocol in self._open_sockets() - closing:
+                closing.add(protocol)
+                delay = random.uniform(0, max(0.0, deadline - time.monotonic()))
+                reactor.callLater(delay, _close_for_restart, protocol)
+            busy = [details for details in self.connections.values() if "disconnected" not in details]
+            if not busy or time.monotonic() > deadline + DRAIN_CLOSE_MARGIN_SECONDS:
+                break
+            await task.deferLater(reactor, 0.2, lambda: None)
+        logger.info(
+            "drained in %.1f s: %d socket(s) closed, %d connection(s) still open",
+            time.monotonic() - started,
+            len(closing),
+            len(busy),
+        )
+
+    def _open_sockets(self) -> set[WebSocketProtocol]:
+        return {
+            protocol
+            for protocol in self.connections
+            if isinstance(protocol, WebSocketProtocol) and protocol.state == AutobahnProtocol.STATE_OPEN
+        }
+
+
+def close_muted(protocol: WebSocketProtocol, code: int, reason: bytes) -> None:
+    """Close a socket with a protocol-level code; what its application still sends is dropped
+    (Daphne's ``muted``), not an error of sending on a closed socket."""
+    if protocol.state == AutobahnProtocol.STATE_OPEN:
+        protocol.muted = True
+        # sendCloseFrame: Autobahn's sendClose() takes application codes only (1000, 3000+).
+        protocol.sendCloseFrame(code=code, reasonUtf8=reason, isReply=False)
+
+
+def _close_for_restart(protocol: WebSocketProtocol) -> None:
+    close_muted(protocol, CLOSE_SERVICE_RESTART, b"service restart")
 
 
 class KitCommandLineInterface(CommandLineInterface):

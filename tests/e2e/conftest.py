@@ -126,3 +126,14 @@ def service_hosts(service: str) -> set[str]:
     """Host names of a service's running containers (Docker's default: the short container id)."""
     ids = compose("ps", "--quiet", service).stdout.split()
     return {container_id[:12] for container_id in ids}
+
+
+def wait_container_healthy(container: str, timeout: float = 60) -> None:
+    """Leave the stack as found: ``container`` (restarted by a test) healthy again."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        inspect = ["docker", "inspect", "--format", "{{.State.Health.Status}}", container]
+        if subprocess.run(inspect, capture_output=True, text=True).stdout.strip() == "healthy":
+            return
+        time.sleep(1)
+    pytest.fail(f"{container} not healthy {timeout:g} s after its restart")

@@ -5,14 +5,13 @@ every message posted meanwhile shown once."""
 import json
 import os
 import subprocess
-import time
 import uuid
 
 import pytest
 from playwright.sync_api import expect, sync_playwright
 from websockets.sync.client import connect
 
-from conftest import BASE_URL, ORIGIN, WS_URL
+from conftest import BASE_URL, ORIGIN, WS_URL, wait_container_healthy
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -88,20 +87,9 @@ def test_page_reconnects_after_its_daphne_restarts_and_shows_what_it_missed(brow
         expect(page.locator("#log li", has_text=text)).to_have_count(1, timeout=10_000)
     # The second window opens once the restarted replica is healthy again: requests nginx
     # sends to a replica still starting are another matter (see docs/troubleshooting.md).
-    _wait_healthy(hostname)
+    wait_container_healthy(hostname)
     other = open_room(browser, room)
     say(page, "back after the restart")
     expect(other.locator("#log")).to_contain_text("back after the restart", timeout=10_000)
     for p in (page, other):
         p.close()
-
-
-def _wait_healthy(container: str, timeout: float = 60) -> None:
-    """Leave the stack as found: the restarted replica healthy again."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        inspect = ["docker", "inspect", "--format", "{{.State.Health.Status}}", container]
-        if subprocess.run(inspect, capture_output=True, text=True).stdout.strip() == "healthy":
-            return
-        time.sleep(1)
-    pytest.fail(f"{container} not healthy {timeout} s after its restart")
