@@ -75,10 +75,12 @@ def test_page_reconnects_after_its_daphne_restarts_and_shows_what_it_missed(brow
     hostname = page.inner_text("#socket-server").split("/", 1)[1]
     # A container's hostname is its short id: stop exactly the replica holding the socket.
     expect(page.locator("body")).to_have_attribute("data-connections", "1")
-    subprocess.run(["docker", "stop", "--time", "5", hostname], check=True, capture_output=True, timeout=60)
+    subprocess.run(["docker", "stop", "--time", "15", hostname], check=True, capture_output=True, timeout=60)
     missed = [f"posted while away {n}" for n in range(3)]
-    post(room, missed)
-    subprocess.run(["docker", "start", hostname], check=True, capture_output=True, timeout=60)
+    try:
+        post(room, missed)
+    finally:
+        subprocess.run(["docker", "start", hostname], check=True, capture_output=True, timeout=60)
     # The page noticed the drop and opened a new socket by itself (with backoff), asking for
     # what it missed: every message posted meanwhile, once.
     expect(page.locator("body")).to_have_attribute("data-connections", "2", timeout=60_000)

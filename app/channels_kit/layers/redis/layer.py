@@ -19,6 +19,10 @@ one channel layer over several Redis servers:
 - **Redis restarts.** A pooled connection that Redis closed (restart, failover,
   ``CLIENT KILL``) is replaced and the command retried, instead of failing the
   request that happened to draw it.
+- **A shard down** (``outages``): general sends go to the other shards, readers of the
+  down shard wait and try again while the others deliver, group sends reach the members
+  on the shards that answer; a shard that comes back empty gets this process's group
+  memberships written back.
 - **Batched reads.** A process's own (``!``) channels are read up to 64 messages per
   round trip (``BZMPOP``, Redis 7), a general channel up to as many as wait for it.
 - **Idle survival** (``timeouts``): blocking reads stay below half the socket timeout.
@@ -42,6 +46,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from channels_kit.layers.hashring import HashRing
+from channels_kit.layers.redis.outages import OUTAGE_ERRORS, Memberships, ShardHealth
 from channels_kit.layers.redis.readers import GeneralChannelReader, ShardReader, SpecificChannelReader
 from channels_kit.layers.redis.timeouts import blocking_timeout_for
 
@@ -76,6 +81,33 @@ return 1
 """
 
 
+# A group send on one shard: for each member channel under its capacity, trim its expired
+# messages, append the message, refresh the key's TTL. Returns how many channels were full.
+GROUP_SEND_SCRIPT = """
+local now = tonumber(ARGV[#ARGV - 1])
+local expiry = tonumber(ARGV[#ARGV])
+local full = 0
+for i = 1, #KEYS do
+    redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - expiry)
+    if redis.call('ZCARD', KEYS[i]) < tonumber(ARGV[i + #KEYS]) then
+        redis.call('ZADD', KEYS[i], now, ARGV[i])
+        redis.call('EXPIRE', KEYS[i], math.ceil(expiry))
+    else
+        full = full + 1
+    end
+end
+return full
+"""
+
+
+def redacted(name: str) -> str:
+    """A shard's name for logs: a URL's password (``redis://:secret@host``) left out."""
+    scheme, sep, rest = name.partition("://")
+    if sep and "@" in rest:
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return name
+
+
 class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
     """channels_redis's layer with consistent hashing, all-shard receives and idle-safe reads."""
 
@@ -83,6 +115,8 @@ class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
         super().__init__(hosts=hosts, **kwargs)
         self.brpop_timeout = blocking_timeout_for(self.hosts, preferred=self.brpop_timeout)
         self.ring = HashRing([shard_name(host) for host in self.hosts])
+        self.health = ShardHealth([redacted(shard_name(host)) for host in self.hosts])
+        self.memberships = Memberships(self)
         self._readers: dict[tuple[asyncio.AbstractEventLoop, str], ShardReader] = {}
         self._bzmpop: bool | None = None  # whether the servers know BZMPOP (None: not tried yet)
 
@@ -126,7 +160,9 @@ class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
         if "!" in channel:
             return [self.consistent_hash(channel)]
         first = next(self._send_index_generator)
-        return [(first + offset) % self.ring_size for offset in range(self.ring_size)]
+        order = [(first + offset) % self.ring_size for offset in range(self.ring_size)]
+        # Shards that failed a moment ago go last: tried only when the others are full.
+        return sorted(order, key=lambda index: not self.health.usable(index))
 
     def _shard_capacity(self, channel: str, index: int) -> int:
         """A ``!`` channel's shard holds its whole capacity; a general channel's is split exactly."""
@@ -147,13 +183,24 @@ class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
             message = {**message, "__asgi_channel__": channel}
         key = self.prefix + self.non_local_name(channel)
         data = self.serialize(message)
+        failure: BaseException | None = None
         for index in self._shards_for_send(channel):
             capacity = self._shard_capacity(channel, index)
-            accepted = capacity > 0 and await self.connection(index).eval(
-                SEND_SCRIPT, 1, key, data, time.time(), self.expiry, capacity
-            )
+            if capacity <= 0:
+                continue
+            try:
+                accepted = await self.connection(index).eval(
+                    SEND_SCRIPT, 1, key, data, time.time(), self.expiry, capacity
+                )
+            except OUTAGE_ERRORS as error:
+                self.health.failed(index, error)
+                failure = error
+                continue
+            self.health.answered(index)
             if accepted:
                 return
+        if failure is not None:
+            raise failure  # no shard took it, and one could not be asked
         raise ChannelFull()
 
     async def receive(self, channel: str) -> dict:
@@ -209,7 +256,52 @@ class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
             logger.info("requeued %d fetched but undelivered message(s)", requeued)
         return requeued
 
+    # --- groups --------------------------------------------------------------------
+
+    async def group_add(self, group: str, channel: str) -> None:
+        await super().group_add(group, channel)
+        self.memberships.add(group, channel)
+        loop = asyncio.get_running_loop()
+        if any(key[0] is loop for key in self._readers):
+            # A process that receives in this loop (a server, not a one-off call from sync
+            # code): it keeps an eye on its memberships from here.
+            self.memberships.watch()
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        self.memberships.discard(group, channel)
+        await super().group_discard(group, channel)
+
+    async def group_send(self, group: str, message: dict) -> None:
+        """Send to every member; members on a shard that does not answer miss it (logged),
+        the others get it. The group's own shard down: nobody gets it (logged)."""
+        assert self.require_valid_group_name(group), "Group name not valid"
+        key = self._group_key(group)
+        index = self.consistent_hash(group)
+        try:
+            connection = self.connection(index)
+            await connection.zremrangebyscore(key, min=0, max=int(time.time()) - self.group_expiry)
+            names = [member.decode("utf8") for member in await connection.zrange(key, 0, -1)]
+        except OUTAGE_ERRORS as error:
+            self.health.failed(index, error)
+            logger.warning("group_send to %s: its shard does not answer; nobody got the message", group)
+            return
+        by_shard, messages, capacities = self._map_channel_keys_to_connection(names, message)
+        for shard, keys in by_shard.items():
+            args = [messages[k] for k in keys] + [capacities[k] for k in keys] + [time.time(), self.expiry]
+            try:
+                full = await self.connection(shard).eval(GROUP_SEND_SCRIPT, len(keys), *keys, *args)
+            except OUTAGE_ERRORS as error:
+                self.health.failed(shard, error)
+                logger.warning(
+                    "group_send to %s: %d member channel(s) on a shard down missed it", group, len(keys)
+                )
+                continue
+            self.health.answered(shard)
+            if full:
+                logger.info("group_send to %s: %d of %d channel(s) full", group, full, len(names))
+
     async def close_pools(self) -> None:
+        self.memberships.stop()
         for reader in self._readers_of_this_loop():
             await reader.abort()
         await super().close_pools()

@@ -13,6 +13,8 @@ import math
 import time
 from typing import TYPE_CHECKING
 
+from channels_kit.layers.redis.outages import MAX_RETRY_SECONDS, OUTAGE_ERRORS, RETRY_SECONDS
+
 if TYPE_CHECKING:
     from channels_kit.layers.redis.layer import RedisChannelLayer
 
@@ -62,9 +64,20 @@ class ShardReader:
 
     async def _poll(self, index: int) -> None:
         connection = self.layer.connection(index)
+        retry = RETRY_SECONDS
         try:
             while self.wanted():
-                batch = await self.layer.pop_batch(connection, self.key, self.batch_size())
+                try:
+                    batch = await self.layer.pop_batch(connection, self.key, self.batch_size())
+                except OUTAGE_ERRORS as error:
+                    # The shard is away: the waiters keep waiting (other shards may deliver);
+                    # this poller tries again, less and less often.
+                    self.layer.health.failed(index, error)
+                    await asyncio.sleep(retry)
+                    retry = min(retry * 2, MAX_RETRY_SECONDS)
+                    continue
+                retry = RETRY_SECONDS
+                self.layer.health.answered(index)
                 horizon = time.time() - self.layer.expiry
                 for member, score in batch:
                     if score < horizon:

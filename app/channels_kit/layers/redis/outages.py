@@ -1,0 +1,132 @@
+"""A Redis shard that stops answering, and one that comes back empty.
+
+- ``ShardHealth``: which shards failed lately. General sends skip a failed shard for a
+  few seconds (another shard takes the message); readers of a failed shard wait and try
+  again with backoff instead of failing their ``receive()``; every outage is logged once
+  when it starts and once when it ends.
+- ``Memberships``: the group memberships this process made. A shard that restarted has
+  lost its data, group keys included: every couple of seconds each process checks a key
+  of its own on every shard (``SET ... GET``), and when that key is gone it writes its
+  memberships of that shard's groups back, with their original times (so group expiry
+  is unchanged). Messages that were queued on the shard are lost with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+import redis.exceptions
+
+if TYPE_CHECKING:
+    from channels_kit.layers.redis.layer import RedisChannelLayer
+
+logger = logging.getLogger(__name__)
+
+# What an unreachable (stopped, restarting, partitioned) Redis server raises.
+OUTAGE_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+# How long general sends skip a shard after it failed, before trying it again.
+SKIP_SECONDS = 2.0
+# A reader of a failed shard tries again after this long, doubling up to the maximum.
+RETRY_SECONDS, MAX_RETRY_SECONDS = 0.5, 5.0
+# How often a process checks that no shard lost its memberships, and how long its marker lives.
+CHECK_SECONDS = 2.0
+MARKER_TTL_SECONDS = 60
+
+
+class ShardHealth:
+    """Which shards of one layer failed lately."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+        self.skip_until = [0.0] * len(names)
+        self.failing = [False] * len(names)
+
+    def usable(self, index: int) -> bool:
+        """False for a few seconds after the shard failed."""
+        return time.monotonic() >= self.skip_until[index]
+
+    def failed(self, index: int, error: BaseException) -> None:
+        self.skip_until[index] = time.monotonic() + SKIP_SECONDS
+        if not self.failing[index]:
+            self.failing[index] = True
+            logger.warning(
+                "Redis shard %s is unreachable (%r): its share goes elsewhere", self.names[index], error
+            )
+
+    def answered(self, index: int) -> None:
+        if self.failing[index]:
+            self.failing[index] = False
+            self.skip_until[index] = 0.0
+            logger.warning("Redis shard %s answers again", self.names[index])
+
+
+class Memberships:
+    """The group memberships this process made, written back to a shard that lost them."""
+
+    def __init__(self, layer: RedisChannelLayer) -> None:
+        self.layer = layer
+        self.added: dict[tuple[str, str], float] = {}  # (group, channel) -> time of group_add
+        self.marker = f"{layer.prefix}kit:alive:{layer.client_prefix}"
+        self.token = uuid.uuid4().hex
+        self.marked = [False] * layer.ring_size
+        self._task: asyncio.Task | None = None
+
+    def add(self, group: str, channel: str) -> None:
+        self.added[(group, channel)] = time.time()
+
+    def discard(self, group: str, channel: str) -> None:
+        self.added.pop((group, channel), None)
+
+    def watch(self) -> None:
+        """Check the shards from this event loop on (a server's: it receives here)."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._run())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def _run(self) -> None:
+        while self.added:
+            for index in range(self.layer.ring_size):
+                await self.check(index)
+            await asyncio.sleep(CHECK_SECONDS)
+
+    async def check(self, index: int) -> int:
+        """Mark the shard; when its mark was gone (it lost its data), write back the memberships
+        of its groups. Returns how many were written back."""
+        expired = time.time() - self.layer.group_expiry
+        for key in [key for key, added in self.added.items() if added < expired]:
+            del self.added[key]
+        connection = self.layer.connection(index)
+        try:
+            before = await connection.set(self.marker, self.token, ex=MARKER_TTL_SECONDS, get=True)
+            if before is not None or not self.marked[index]:
+                self.marked[index] = True
+                return 0
+            mine = [
+                (group, channel, added)
+                for (group, channel), added in self.added.items()
+                if self.layer.consistent_hash(group) == index
+            ]
+            async with connection.pipeline(transaction=False) as pipe:
+                for group, channel, added in mine:
+                    pipe.zadd(self.layer._group_key(group), {channel: added})
+                    pipe.expire(self.layer._group_key(group), self.layer.group_expiry)
+                await pipe.execute()
+        except OUTAGE_ERRORS as error:
+            self.layer.health.failed(index, error)
+            return 0
+        self.layer.health.answered(index)
+        if mine:
+            logger.warning(
+                "Redis shard %s lost its data: wrote back %d group membership(s) of this process",
+                self.layer.health.names[index],
+                len(mine),
+            )
+        return len(mine)
