@@ -16,6 +16,7 @@ import redis.asyncio
 
 from channels_kit.layers.redis import RedisChannelLayer
 from channels_kit.layers.redis.layer import redacted
+from channels_kit.layers.redis.outages import OUTAGE_ERRORS
 from tests.conftest import required_env
 
 DOWN = "redis://127.0.0.1:1/0"  # nothing listens there: connection refused at once
@@ -114,3 +115,22 @@ def test_a_shard_back_empty_gets_this_processs_memberships_written_back(live):
 def test_shard_names_in_logs_carry_no_password():
     assert redacted("redis://:s3cret@redis-1:6379/0") == "redis://***@redis-1:6379/0"
     assert redacted("redis://redis-1:6379/0") == "redis://redis-1:6379/0"
+
+
+def test_a_send_to_a_channel_on_a_shard_down_waits_for_it_then_raises(live, monkeypatch):
+    monkeypatch.setattr("channels_kit.layers.redis.layer.SPECIFIC_SEND_WAIT_SECONDS", 1.5)
+    layer = layer_on(DOWN, live)
+
+    async def scenario():
+        for _ in range(50):  # a process whose '!' channels live on the dead shard
+            other = layer_on(DOWN, live)
+            channel = await other.new_channel()
+            if layer.consistent_hash(channel) == 0:
+                break
+        started = time.monotonic()
+        with pytest.raises(OUTAGE_ERRORS):
+            await layer.send(channel, {"type": "reply"})
+        await layer.close_pools()
+        return time.monotonic() - started
+
+    assert 1.0 < run(scenario()) < 15

@@ -306,18 +306,23 @@ class RabbitMQChannelLayer(BaseChannelLayer):
         return await self._retrying(operation)
 
     async def _retrying(self, operation: Callable[[_Connection], Awaitable[T]]) -> T:
-        """Run ``operation`` on this loop's connection; once more on a new one if it was lost."""
+        """Run ``operation`` on this loop's connection, again on a new one while connections
+        are lost (a server restarting accepts connections and drops them again), for up to
+        ``reconnect_timeout`` seconds."""
         state = self._state()
-        for attempt in (1, 2):
+        deadline = time.monotonic() + self.reconnect_timeout
+        delay = RECONNECT_FIRST_DELAY
+        while True:
             connection = await self._connection(state)
             try:
                 return await operation(connection)
-            except CONNECTION_ERRORS:
-                if attempt == 2:
+            except CONNECTION_ERRORS as error:
+                if time.monotonic() + delay > deadline:
                     raise
-                logger.warning("RabbitMQ connection lost during an operation; retrying on a new one")
+                logger.warning("RabbitMQ connection lost during an operation (%r); retrying", error)
                 await connection.close()
-        raise AssertionError("unreachable")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX_DELAY)
 
     async def _declare(self, connection: _Connection, channel: str) -> str:
         queue = self.queue_name(channel)

@@ -46,7 +46,14 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from channels_kit.layers.hashring import HashRing
-from channels_kit.layers.redis.outages import OUTAGE_ERRORS, Memberships, ShardHealth
+from channels_kit.layers.redis.outages import (
+    MAX_RETRY_SECONDS,
+    OUTAGE_ERRORS,
+    RETRY_SECONDS,
+    SPECIFIC_SEND_WAIT_SECONDS,
+    Memberships,
+    ShardHealth,
+)
 from channels_kit.layers.redis.readers import GeneralChannelReader, ShardReader, SpecificChannelReader
 from channels_kit.layers.redis.timeouts import blocking_timeout_for
 
@@ -183,6 +190,9 @@ class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
             message = {**message, "__asgi_channel__": channel}
         key = self.prefix + self.non_local_name(channel)
         data = self.serialize(message)
+        if "!" in channel:
+            await self._send_specific(channel, key, data)
+            return
         failure: BaseException | None = None
         for index in self._shards_for_send(channel):
             capacity = self._shard_capacity(channel, index)
@@ -202,6 +212,29 @@ class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
         if failure is not None:
             raise failure  # no shard took it, and one could not be asked
         raise ChannelFull()
+
+    async def _send_specific(self, channel: str, key: str, data: bytes) -> None:
+        """A ``!`` channel lives on one shard: while that shard is away, wait for it (up to
+        ``SPECIFIC_SEND_WAIT_SECONDS``: a reply then arrives late, not never), then raise."""
+        index = self.consistent_hash(channel)
+        deadline = time.monotonic() + SPECIFIC_SEND_WAIT_SECONDS
+        retry = RETRY_SECONDS
+        while True:
+            try:
+                accepted = await self.connection(index).eval(
+                    SEND_SCRIPT, 1, key, data, time.time(), self.expiry, self.get_capacity(channel)
+                )
+            except OUTAGE_ERRORS as error:
+                self.health.failed(index, error)
+                if time.monotonic() + retry > deadline:
+                    raise
+                await asyncio.sleep(retry)
+                retry = min(retry * 2, MAX_RETRY_SECONDS)
+                continue
+            self.health.answered(index)
+            if not accepted:
+                raise ChannelFull()
+            return
 
     async def receive(self, channel: str) -> dict:
         """Receive the next message of a channel; cancelling the wait never loses a message."""

@@ -1,9 +1,10 @@
 """A Redis shard that stops answering, and one that comes back empty.
 
 - ``ShardHealth``: which shards failed lately. General sends skip a failed shard for a
-  few seconds (another shard takes the message); readers of a failed shard wait and try
-  again with backoff instead of failing their ``receive()``; every outage is logged once
-  when it starts and once when it ends.
+  few seconds (another shard takes the message); a send to a ``!`` channel, which lives
+  on one shard, waits for it (up to 30 s); readers of a failed shard wait and try again
+  with backoff instead of failing their ``receive()``; every outage is logged once when
+  it starts and once when it ends.
 - ``Memberships``: the group memberships this process made. A shard that restarted has
   lost its data, group keys included: every couple of seconds each process checks a key
   of its own on every shard (``SET ... GET``), and when that key is gone it writes its
@@ -32,6 +33,8 @@ OUTAGE_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError
 SKIP_SECONDS = 2.0
 # A reader of a failed shard tries again after this long, doubling up to the maximum.
 RETRY_SECONDS, MAX_RETRY_SECONDS = 0.5, 5.0
+# How long a send to a '!' channel waits for its shard to come back before it raises.
+SPECIFIC_SEND_WAIT_SECONDS = 30.0
 # How often a process checks that no shard lost its memberships, and how long its marker lives.
 CHECK_SECONDS = 2.0
 MARKER_TTL_SECONDS = 60
