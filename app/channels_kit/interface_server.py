@@ -32,9 +32,10 @@ from daphne.server import Server
 from daphne.ws_protocol import WebSocketProtocol
 from twisted.internet import defer, reactor, task
 
-from channels_kit.conf import env_float
+from channels_kit.conf import env_float, env_int
 
-logger = logging.getLogger(__name__)
+# Named, not __name__: run as ``python -m``, this module is __main__.
+logger = logging.getLogger("channels_kit.interface_server")
 
 # How long a socket closed by the server waits for the client's close frame before its
 # TCP connection is dropped: a client busy sending (a flood) answers late, and a drop
@@ -95,6 +96,14 @@ class KitDaphneServer(Server):
         burst = max(1.0, env_float("WS_MESSAGE_BURST", rate))
         self.websocket_protocol = type(FloodLimitedProtocol.__name__, (FloodLimitedProtocol,), {})
         self.websocket_protocol.rate, self.websocket_protocol.burst = max(0.0, rate), burst
+        metrics_port = env_int("DAPHNE_METRICS_PORT", 0)
+        if metrics_port:
+            try:
+                from channels_kit.observe.daphne_metrics import serve_daphne_metrics
+            except ImportError as exc:
+                logger.warning("DAPHNE_METRICS_PORT is set, but %s: pip install 'channels-kit[metrics]'", exc)
+            else:
+                serve_daphne_metrics(self, metrics_port)
 
     def run(self) -> None:
         # Daphne builds its WebSocket factory inside run(); it must be set up before the

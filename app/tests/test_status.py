@@ -411,3 +411,34 @@ def test_json_status_keeps_stdout_for_the_json():
         assert handler.stream is sys.stderr
     finally:
         logger.removeHandler(handler)
+
+
+def test_daphne_metrics_count_connections_and_the_relays_figures():
+    from daphne.ws_protocol import WebSocketProtocol
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from channels_kit.observe.daphne_metrics import DaphneCollector
+    from channels_kit.relay.interface import RelayStats
+
+    class Relay:
+        stats = RelayStats(http_requests=7, websocket_open=2)
+        workers = type("Watch", (), {"channels": ("http.request", "websocket.connect")})
+        workers.served = {"http.request"}
+        layer = None
+
+    class Server:
+        application = Relay()
+        connections = {
+            object.__new__(WebSocketProtocol): {"connected": 1.0},
+            object.__new__(WebSocketProtocol): {"connected": 1.0, "disconnected": 2.0},
+            object(): {"connected": 1.0},
+        }
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(DaphneCollector(Server()))
+    text = generate_latest(registry).decode()
+    assert 'daphne_connections_open{kind="websocket"} 1.0' in text
+    assert 'daphne_connections_open{kind="http"} 1.0' in text
+    assert "relay_http_requests_total 7.0" in text and "relay_websocket_open 2.0" in text
+    assert 'relay_workers_serving{channel="http.request"} 1.0' in text
+    assert 'relay_workers_serving{channel="websocket.connect"} 0.0' in text

@@ -1,5 +1,6 @@
 """Prometheus ``/metrics`` for a worker process (extra ``metrics``): queue figures of the whole layer, this
-process's counters, and the cluster's live and busy workers.
+process's counters, the cluster's live and busy workers (and how many serve each channel), and
+which Redis shards this process reaches.
 
 The HTTP server runs in a thread (prometheus_client's); the layer's Redis clients
 belong to the worker's event loop, so each scrape runs ``gather_status`` on that
@@ -71,6 +72,7 @@ class WorkerCollector:
         if status is not None:
             yield from self._layer_metrics(status)
         yield from self._process_metrics()
+        yield from shard_metrics(self.worker.channel_layer)
 
     def _layer_metrics(self, status: LayerStatus) -> Iterator[Metric]:
         depth = GaugeMetricFamily(
@@ -89,6 +91,12 @@ class WorkerCollector:
                 age.add_metric([channel, str(shard)], round(figures.oldest_age, 3))
         yield depth
         yield age
+        serving = GaugeMetricFamily(
+            "channels_workers_serving", "Live workers serving a channel, cluster-wide", labels=["channel"]
+        )
+        for channel in status.channels:
+            serving.add_metric([channel], sum(channel in worker.channels for worker in status.workers))
+        yield serving
         live = GaugeMetricFamily("channels_workers_live", "Worker processes alive, cluster-wide")
         live.add_metric([], status.workers_live)
         busy = GaugeMetricFamily("channels_workers_busy", "Worker processes running a message, cluster-wide")
@@ -119,6 +127,20 @@ class WorkerCollector:
         yield busy
         yield messages
         yield received
+
+
+def shard_metrics(layer: object) -> Iterator[Metric]:
+    """``channels_redis_shard_up{shard}``: 0 while this process fails to reach a shard of the
+    kit's Redis layer (other layers: nothing)."""
+    health = getattr(layer, "health", None)
+    if health is None:
+        return
+    up = GaugeMetricFamily(
+        "channels_redis_shard_up", "0 while this process fails to reach the Redis shard", labels=["shard"]
+    )
+    for name, failing in zip(health.names, health.failing, strict=True):
+        up.add_metric([name], 0 if failing else 1)
+    yield up
 
 
 class MetricsServer:
