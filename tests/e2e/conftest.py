@@ -145,3 +145,14 @@ def app_containers_started() -> dict[str, str]:
     inspect = ["docker", "inspect", "--format", "{{.State.StartedAt}}", *ids]
     times = subprocess.run(inspect, check=True, capture_output=True, text=True).stdout.split()
     return dict(zip(ids, times, strict=True))
+
+
+def wait_for(condition, timeout: float, what: str):
+    """``condition()``'s first true value, looked for every half second; fails after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.5)
+    pytest.fail(f"{what}: not within {timeout:g} s")

@@ -5,13 +5,12 @@ shards reached, workers serving each channel)."""
 
 import json
 import os
-import time
 import urllib.parse
 import urllib.request
 
 import pytest
 
-from conftest import REPO, compose, http, service_hosts
+from conftest import REPO, compose, http, service_hosts, wait_for
 
 PROMETHEUS = f"http://127.0.0.1:{os.environ.get('PROMETHEUS_PORT', '9090')}"
 DASHBOARD = REPO / "images/prometheus/dashboards/channels-kit.json"
@@ -35,16 +34,6 @@ def api(path: str, **params: str) -> dict:
         body = json.loads(response.read())
     assert body["status"] == "success", body
     return body["data"]
-
-
-def wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(1)
-    pytest.fail(f"{what}: not within {timeout:g} s")
 
 
 def test_every_worker_and_daphne_is_scraped_and_up():

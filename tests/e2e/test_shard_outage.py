@@ -22,10 +22,10 @@ ROOMS, PER_ROOM = 8, 2
 RECOVERY_SECONDS = 30
 
 
-async def drain(socket, seconds: float) -> list[str]:
-    """Chat messages the socket gets within ``seconds``."""
+async def drain(socket, seconds: float, until: str | None = None) -> list[str]:
+    """Chat messages the socket gets within ``seconds`` (or until one says ``until``)."""
     got, deadline = [], time.monotonic() + seconds
-    while (left := deadline - time.monotonic()) > 0:
+    while until not in got and (left := deadline - time.monotonic()) > 0:
         try:
             event = await recv_json(socket, timeout=left)
         except TimeoutError:
@@ -39,21 +39,9 @@ async def room_flows(sockets: list, text: str) -> bool:
     """One post reaches every socket of the room within a few seconds."""
     await sockets[0].send(json.dumps({"message": text}))
     for socket in sockets:
-        if text not in await drain_until(socket, text, 5):
+        if text not in await drain(socket, 5, until=text):
             return False
     return True
-
-
-async def drain_until(socket, text: str, seconds: float) -> list[str]:
-    got, deadline = [], time.monotonic() + seconds
-    while text not in got and (left := deadline - time.monotonic()) > 0:
-        try:
-            event = await recv_json(socket, timeout=left)
-        except TimeoutError:
-            break
-        if event.get("type") == "message":
-            got.append(event["message"])
-    return got
 
 
 def test_a_shard_stopped_for_ten_seconds_then_back_empty(capsys):

@@ -15,19 +15,9 @@ import uuid
 import pytest
 import websockets
 
-from conftest import WS_URL, compose, http, post_task, recv_json, wait_for_task, ws_connect
+from conftest import WS_URL, compose, http, post_task, recv_json, wait_for, wait_for_task, ws_connect
 
 TIMEOUT = 12
-
-
-def wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.5)
-    pytest.fail(f"{what}: not within {timeout} s")
 
 
 def daphne_up(env: dict[str, str] | None = None) -> None:
