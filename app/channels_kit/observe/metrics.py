@@ -138,8 +138,8 @@ def shard_metrics(layer: object) -> Iterator[Metric]:
     up = GaugeMetricFamily(
         "channels_redis_shard_up", "0 while this process fails to reach the Redis shard", labels=["shard"]
     )
-    for name, failing in zip(health.names, health.failing, strict=True):
-        up.add_metric([name], 0 if failing else 1)
+    for index, name in enumerate(health.names):
+        up.add_metric([name], 0 if health.down(index) else 1)
     yield up
 
 

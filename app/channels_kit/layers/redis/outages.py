@@ -31,6 +31,9 @@ logger = logging.getLogger(__name__)
 OUTAGE_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 # How long general sends skip a shard after it failed, before trying it again.
 SKIP_SECONDS = 2.0
+# A shard that failed counts as down (metrics) until it answers, or until this long has
+# passed without anyone here trying it again.
+DOWN_SECONDS = 15.0
 # A reader of a failed shard tries again after this long, doubling up to the maximum.
 RETRY_SECONDS, MAX_RETRY_SECONDS = 0.5, 5.0
 # How long a send to a '!' channel waits for its shard to come back before it raises.
@@ -47,12 +50,18 @@ class ShardHealth:
         self.names = names
         self.skip_until = [0.0] * len(names)
         self.failing = [False] * len(names)
+        self.last_failure = [0.0] * len(names)
+
+    def down(self, index: int) -> bool:
+        """Whether the shard failed lately and has not answered since (for metrics)."""
+        return self.failing[index] and time.monotonic() - self.last_failure[index] < DOWN_SECONDS
 
     def usable(self, index: int) -> bool:
         """False for a few seconds after the shard failed."""
         return time.monotonic() >= self.skip_until[index]
 
     def failed(self, index: int, error: BaseException) -> None:
+        self.last_failure[index] = time.monotonic()
         self.skip_until[index] = time.monotonic() + SKIP_SECONDS
         if not self.failing[index]:
             self.failing[index] = True
