@@ -17,6 +17,9 @@ mode, the relay's in relay mode; ``manage.py runall`` serves with the same class
 - A socket that sends more than ``WS_MAX_MESSAGES_PER_SECOND`` messages a second (in
   bursts of up to ``WS_MESSAGE_BURST``) is closed with 1008, "policy violation"; what it
   sent over the limit reaches no application. 0 turns the limit off.
+
+With ``DAPHNE_METRICS_PORT`` it also serves Prometheus ``/metrics``
+(``channels_kit.observe.daphne_metrics``).
 """
 
 from __future__ import annotations
@@ -86,7 +89,7 @@ class FloodLimitedProtocol(WebSocketProtocol):
 
 
 class KitDaphneServer(Server):
-    """Daphne's server, closing failed and flooding WebSockets with a close code."""
+    """Daphne's server: failed and flooding WebSockets closed with a code, a drain on SIGTERM."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
