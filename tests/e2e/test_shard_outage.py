@@ -57,10 +57,18 @@ def test_a_shard_stopped_for_ten_seconds_then_back_empty(capsys):
             for socket in sockets:
                 await recv_json(socket)
         await asyncio.to_thread(compose, "stop", "--timeout", "1", "redis-2")
-        stopped = time.monotonic()
+
+        async def start_again() -> float:
+            # On a clock of its own: in relay mode a request whose interface inbox is on the
+            # stopped shard is answered only once the shard is back.
+            await asyncio.sleep(OUTAGE_SECONDS)
+            await asyncio.to_thread(compose, "start", "redis-2")
+            return time.monotonic()
+
+        restart = asyncio.ensure_future(start_again())
         tasks, posted = [], 0
         try:
-            while time.monotonic() - stopped < OUTAGE_SECONDS:
+            while not restart.done():
                 tasks.append(await asyncio.to_thread(post_task, {"outage": len(tasks)}, "tasks"))
                 for sockets in rooms.values():
                     await sockets[0].send(json.dumps({"message": f"during {posted}"}))
@@ -71,8 +79,7 @@ def test_a_shard_stopped_for_ten_seconds_then_back_empty(capsys):
                 for got in await asyncio.gather(*(drain(s, 2) for ss in rooms.values() for s in ss))
             )
         finally:
-            await asyncio.to_thread(compose, "start", "redis-2")
-        back = time.monotonic()
+            back = await restart
         pending = dict(rooms)
         attempt = 0
         while pending and time.monotonic() - back < RECOVERY_SECONDS:
@@ -99,6 +106,7 @@ def test_a_shard_stopped_for_ten_seconds_then_back_empty(capsys):
     with capsys.disabled():
         print(
             f"\n  redis-2 stopped {OUTAGE_SECONDS} s: {len(tasks)}/{len(tasks)} tasks done, "
-            f"{delivered}/{expected} chat deliveries during the outage, every room delivering again "
-            f"{recovered:.1f} s after the start, 0 sockets closed, 0 containers restarted"
+            f"{delivered}/{expected} chat posts of the outage delivered (by 2 s after it), "
+            f"every room delivering again {recovered:.1f} s after the start, 0 sockets closed, "
+            "0 containers restarted"
         )
