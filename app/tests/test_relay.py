@@ -484,3 +484,131 @@ def test_replies_sent_together_travel_together():
         assert len(sent) == 3
 
     asyncio.run(scenario())
+
+
+# --- workers that die holding a message (kill -9): the interface sends it again ----------------
+
+RESEND = {"resend_after": 0.5, "alive_every": 0.2}
+
+
+async def take_and_die(cluster: Cluster, channel: str, beats: float = 0.0) -> dict:
+    """Play a worker killed with ``kill -9``: take the next message of ``channel``, say it is
+    alive for ``beats`` seconds (as a live worker would), then go silent for good."""
+    layer = cluster.layer()
+    message = await layer.receive(channel)
+    relay = message["relay"]
+    stop = time.monotonic() + beats
+    while time.monotonic() < stop:
+        await layer.send(relay["reply"], {"type": "relay.alive", "seq": relay.get("seq"), "worker": "dying"})
+        await asyncio.sleep(relay["alive_every"])
+    return message
+
+
+def test_an_event_whose_worker_died_at_once_is_sent_again_and_runs_once(redis_url):
+    """The worker took the event and died before saying anything: after the start window
+    (plus two beats) the interface sends it again; the next worker runs it with the state
+    from before, and the socket goes on. The first copy never ran, so nothing ran twice."""
+
+    async def scenario(cluster: Cluster):
+        relay = cluster.interface(timeout=30, **RESEND)
+        cluster.start_worker("w1", concurrency=1)
+        socket = Socket(relay, "killed")
+        await socket.opened()
+        await cluster.stop_worker("w1")
+        dying = asyncio.ensure_future(take_and_die(cluster, "websocket.receive"))
+        started = time.monotonic()
+        socket.send({"n": 1})
+        first = await asyncio.wait_for(dying, 5)
+        assert first["relay"]["attempt"] == 1 and first["relay"]["alive_every"] == 0.2
+        cluster.start_worker("w2", concurrency=1)
+        reply = await socket.json(timeout=10)
+        took = time.monotonic() - started
+        assert (reply["worker"], reply["echo"], reply["count"]) == ("w2", {"n": 1}, 1)
+        assert 0.5 <= took < 5, f"resumed after {took:.1f} s"
+        assert relay.stats.websocket_events_resent == 1
+        socket.send({"n": 2})
+        assert (await socket.json())["count"] == 2
+        await socket.leave()
+
+    run(redis_url, scenario)
+
+
+def test_an_event_whose_worker_falls_silent_mid_run_is_sent_again(redis_url):
+    """While the worker beats, the event is not sent again (however long it runs); four
+    missed beats after its last one, it is."""
+
+    async def scenario(cluster: Cluster):
+        relay = cluster.interface(timeout=30, **RESEND)
+        cluster.start_worker("w1", concurrency=1)
+        socket = Socket(relay, "silent")
+        await socket.opened()
+        await cluster.stop_worker("w1")
+        dying = asyncio.ensure_future(take_and_die(cluster, "websocket.receive", beats=2.0))
+        socket.send({"n": 1})
+        await asyncio.sleep(1.8)  # well past the start window (0.5 s + 2 beats)
+        assert relay.stats.websocket_events_resent == 0, "sent again while its worker was alive"
+        await asyncio.wait_for(dying, 5)
+        silent_since = time.monotonic()
+        cluster.start_worker("w2", concurrency=1)
+        reply = await socket.json(timeout=10)
+        assert (reply["worker"], reply["count"]) == ("w2", 1)
+        assert time.monotonic() - silent_since < 4
+        assert relay.stats.websocket_events_resent == 1
+        await socket.leave()
+
+    run(redis_url, scenario)
+
+
+def test_a_slow_event_on_a_live_worker_runs_once(redis_url):
+    """A handler that runs for 2 s, ten start windows: its worker's beats keep it from being
+    sent again (mutation-checked: with no beats it is sent again, twice)."""
+
+    async def scenario(cluster: Cluster):
+        relay = cluster.interface(timeout=30, resend_after=0.2, alive_every=0.1)
+        for name in ("w1", "w2"):
+            cluster.start_worker(name, concurrency=2)
+        socket = Socket(relay, "slow-live")
+        await socket.opened()
+        socket.send({"sleep": 2})
+        socket.send({"n": 1})
+        reply = await socket.json(timeout=10)
+        assert reply["count"] == 2, reply  # the slow event counted once, then this one
+        assert relay.stats.websocket_events_resent == 0
+        await socket.leave()
+
+    run(redis_url, scenario)
+
+
+def test_a_copy_taken_after_its_start_by_is_dropped_unrun():
+    ran = []
+
+    async def app(scope, receive, send):
+        ran.append(scope)
+
+    async def scenario():
+        handler = RelayHandler(app, None)  # never reaches the layer
+        message = {
+            "type": "relay.work",
+            "relay": {"reply": "relay.x!c.y", "scope": http_scope("/"), "deadline": time.time() + 60},
+            "event": {"type": "http.request", "body": b""},
+        }
+        message["relay"]["start_by"] = time.time() - 0.01
+        assert await handler("http.request", message) is True
+        assert (handler.stale, ran) == (1, [])
+
+    asyncio.run(scenario())
+
+
+def test_a_request_whose_worker_died_is_sent_again(redis_url):
+    async def scenario(cluster: Cluster):
+        relay = cluster.interface(timeout=30, **RESEND)
+        dying = asyncio.ensure_future(take_and_die(cluster, "http.request", beats=0.6))
+        request = asyncio.ensure_future(http_request(relay, "/again", b"body", "POST"))
+        await asyncio.wait_for(dying, 5)
+        cluster.start_worker("w2")
+        status, _, body = await asyncio.wait_for(request, 10)
+        assert (status, json.loads(body)["worker"]) == (201, "w2")
+        assert relay.stats.http_resent == 1
+        assert sum(1 for seen in http_seen if seen[1]["path"] == "/again") == 1
+
+    run(redis_url, scenario)

@@ -13,6 +13,7 @@ from channels_kit.relay.interface import RelayApplication, RelaySettings
 def settings_from_env() -> RelaySettings:
     """``RelaySettings`` from ``RELAY_*`` variables (the timeout defaults to Daphne's ``--http-timeout``)."""
     wait = env_float("RELAY_NO_WORKER_WAIT_SECONDS", 5.0)
+    resend = env_float("RELAY_RESEND_SECONDS", 4.0)
     return RelaySettings(
         timeout=env_float("RELAY_TIMEOUT", env_float("DAPHNE_HTTP_TIMEOUT", 120.0)),
         max_body=env_int("MAX_REQUEST_BYTES", 1024 * 1024),
@@ -21,6 +22,8 @@ def settings_from_env() -> RelaySettings:
         group_refresh=env_float("RELAY_GROUP_REFRESH_SECONDS", 60.0),
         no_worker_wait=None if wait < 0 else wait,
         worker_check=env_float("RELAY_WORKER_CHECK_SECONDS", 2.0),
+        resend_after=None if resend <= 0 else resend,
+        alive_every=env_float("RELAY_ALIVE_SECONDS", 1.0),
     )
 
 

@@ -60,11 +60,24 @@ class RelayEvent:
     layer: ChannelLayer | None = None  # the worker's layer: the one the socket's channel lives on
     disconnecting: bool = False  # the socket is gone: replies and group changes are moot
     new_state: dict[str, Any] | None = None
+    id: str | None = None  # the same for every attempt of this event (protocol.event_id)
+    attempt: int = 1  # > 1: sent again, its first worker presumed dead (it may have run part)
 
 
 current_event: contextvars.ContextVar[RelayEvent | None] = contextvars.ContextVar(
     "channels_kit_relay_event", default=None
 )
+
+
+def current_event_id() -> str | None:
+    """The id of the relayed WebSocket event being handled (None outside relay mode).
+
+    An event whose worker died is sent again with the same id, and may have run in part
+    the first time: a handler whose effect must happen once (a message stored, a payment)
+    keys it by this id.
+    """
+    event = current_event.get()
+    return event.id if event is not None else None
 
 
 class RelayConsumerLayer:

@@ -13,13 +13,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from channels.exceptions import ChannelFull
 
 from channels_kit.layers.base import ChannelLayer
+from channels_kit.observe.worker_state import worker_identity
 from channels_kit.relay.consumer_state import RelayEvent, current_event, install_consumer_hook
 from channels_kit.relay.protocol import (
+    ALIVE,
     BATCH_KEY,
     DONE,
     HTTP_CHANNELS,
@@ -27,15 +30,18 @@ from channels_kit.relay.protocol import (
     HTTP_TAKEN,
     WEBSOCKET_CHANNELS,
     WEBSOCKET_DISCONNECT,
+    event_id,
     expired,
     scope_from_wire,
+    stale,
 )
 from channels_kit.worker.errors import errors_logger
 
 logger = logging.getLogger(__name__)
 
 # A request still unanswered after this long tells the interface where to report a
-# disconnect (long-poll); quicker ones never need to.
+# disconnect (long-poll); quicker ones never need to. (Interfaces that ask for beats,
+# ``alive_every`` in the envelope, get it after half a beat instead.)
 TAKEN_NOTICE_SECONDS = 1.0
 # How long a cancelled request (worker stopping) may take to send its 503.
 LAST_WORDS_SECONDS = 2.0
@@ -102,7 +108,10 @@ class RelayHandler:
     """Runs one relayed message through ``application``; returns True when it went well.
 
     A message past its deadline (the interface answered 503 or moved on) is dropped
-    unrun; ``expired`` counts them.
+    unrun; ``expired`` counts them. So is one taken after its ``start_by`` (the interface
+    presumed it lost and sent it again); ``stale`` counts those. While it runs a message
+    whose envelope asks for beats (``alive_every``), the handler tells the interface it
+    is alive (``relay.alive``), so that only a dead worker's messages are sent again.
     """
 
     def __init__(
@@ -112,12 +121,20 @@ class RelayHandler:
         self.application = application
         self.layer = channel_layer
         self.taken_notice = taken_notice
+        self.identity = worker_identity()
         self.expired = 0
+        self.stale = 0
 
     async def __call__(self, channel: str, message: dict) -> bool:
         if expired(message):
             self.expired += 1
             logger.info("dropping a %s message past its deadline (the interface gave up on it)", channel)
+            return True
+        if stale(message):
+            self.stale += 1
+            logger.info(
+                "dropping a %s message taken after its start_by (the interface sent it again)", channel
+            )
             return True
         if channel in HTTP_CHANNELS:
             return await self._http(message)
@@ -170,11 +187,17 @@ class RelayHandler:
         what = f"{scope.get('method')} {scope.get('path')}"
         notice: list[asyncio.Task] = []
 
+        every = relay.get("alive_every")
+
         def notice_due() -> None:
             if status is None:  # still no response: the interface may need our channel
                 notice.append(asyncio.ensure_future(self._taken_notice(reply, disconnected)))
+                if every:
+                    beats = self._beats(reply, {}, every, every, lambda: status is None)
+                    notice.append(asyncio.ensure_future(beats))
 
-        notice_timer = asyncio.get_running_loop().call_later(self.taken_notice, notice_due)
+        first_notice = every / 2 if every else self.taken_notice
+        notice_timer = asyncio.get_running_loop().call_later(first_notice, notice_due)
         app = asyncio.ensure_future(self.application(scope, receive, send))
         try:
             # No response start before the deadline: the interface has answered 503 already.
@@ -219,10 +242,27 @@ class RelayHandler:
         """A request without a response after ``taken_notice`` seconds: give the interface a
         channel for the client's disconnect (long-polls), and listen on it."""
         channel = await self.layer.new_channel()
-        await self.layer.send(reply, {"type": HTTP_TAKEN, "channel": channel})
+        await self.layer.send(reply, {"type": HTTP_TAKEN, "channel": channel, "worker": self.identity})
         while (await self.layer.receive(channel)).get("type") != HTTP_DISCONNECT:
             pass
         disconnected.set()
+
+    async def _beats(
+        self, reply: str, about: dict, first: float, every: float, running: Callable[[], bool]
+    ) -> None:
+        """``relay.alive`` to ``reply`` after ``first`` seconds, then every ``every`` seconds,
+        while ``running()``; cancelled when the message is answered."""
+        await asyncio.sleep(first)
+        failing = False
+        while running():
+            try:
+                await self.layer.send(reply, {"type": ALIVE, "worker": self.identity, **about})
+                failing = False
+            except Exception as exc:  # noqa: BLE001 - the next beat retries; the answer matters more
+                if not failing:
+                    logger.warning("could not tell %s that its message still runs (%r)", reply, exc)
+                failing = True
+            await asyncio.sleep(every)
 
     # --- WebSocket -------------------------------------------------------------------
 
@@ -235,6 +275,8 @@ class RelayHandler:
             state=dict(relay.get("state") or {}),
             layer=self.layer,
             disconnecting=channel == WEBSOCKET_DISCONNECT,
+            id=event_id(relay),
+            attempt=int(relay.get("attempt") or 1),
         )
         given = False
         outbox = ReplyOutbox(self.layer, connection)
@@ -254,6 +296,18 @@ class RelayHandler:
         token = current_event.set(event)
         error = False
         limit = asyncio.timeout(max(0.0, relay["deadline"] - time.time()))
+        every = relay.get("alive_every")
+        beats: list[asyncio.Task] = []
+        beat_timer = None
+        if every and not event.disconnecting:
+            # A timer, not a task, for the usual handler that is done before the first beat.
+            about = {"seq": relay.get("seq")}
+            beat_timer = asyncio.get_running_loop().call_later(
+                every / 2,
+                lambda: beats.append(
+                    asyncio.ensure_future(self._beats(connection, about, 0, every, lambda: True))
+                ),
+            )
         try:
             async with limit:
                 await self.application(scope, receive, send)
@@ -275,6 +329,10 @@ class RelayHandler:
             errors_logger.exception("consumer raised while handling %s on %s", kind, connection)
         finally:
             current_event.reset(token)
+            if beat_timer is not None:
+                beat_timer.cancel()
+            for task in beats:
+                task.cancel()
         if not event.disconnecting:
             done = {"type": DONE, "seq": relay.get("seq"), "error": error}
             if event.new_state is not None:

@@ -31,6 +31,7 @@ from channels_kit.layers.base import ChannelLayer
 from channels_kit.observe.identity import server_identity, server_role
 from channels_kit.relay.groups import GroupRegistry
 from channels_kit.relay.protocol import (
+    ALIVE,
     CONNECTION_INFIX,
     HTTP_DISCONNECT,
     HTTP_REQUEST,
@@ -44,6 +45,7 @@ from channels_kit.relay.protocol import (
     unbatch,
     work_message,
 )
+from channels_kit.relay.resend import Delivery
 from channels_kit.relay.websocket import WebsocketConnection
 from channels_kit.relay.worker_watch import WorkerWatch
 
@@ -71,6 +73,11 @@ class RelaySettings:
     no_worker_wait: float | None = 5.0
     # Seconds between two reads of the workers' published states.
     worker_check: float = 2.0
+    # Seconds a request or event may wait for a worker to take it before it is presumed
+    # lost and sent again (doubled for each further attempt); None: never sent again.
+    resend_after: float | None = 4.0
+    # Seconds between two "still running it" beats of the worker holding a message.
+    alive_every: float = 1.0
     identity: str = field(default_factory=server_identity)
     role: str = field(default_factory=server_role)
 
@@ -89,6 +96,8 @@ class RelayStats:
     websocket_timeouts: int = 0
     http_no_worker: int = 0
     websocket_no_worker: int = 0
+    http_resent: int = 0
+    websocket_events_resent: int = 0
 
 
 class Inbox:
@@ -238,6 +247,7 @@ class RelayApplication:
             event={"type": "http.request", "body": body, "more_body": False},
             timeout=self.settings.timeout,
         )
+        delivery = Delivery(message, self.settings.resend_after, self.settings.alive_every)
         inbox = Inbox(self.layer, reply)
         try:
             await self.layer.send(HTTP_REQUEST, message)
@@ -246,22 +256,29 @@ class RelayApplication:
             self.stats.http_rejected += 1
             await self._refuse(send, 503, "every worker is busy: the http.request queue is full")
             return
-        await self._relay_response(inbox, message["relay"]["deadline"], receive, send)
+        await self._relay_response(inbox, delivery, receive, send)
 
-    async def _relay_response(self, inbox: Inbox, deadline: float, receive: Receive, send: Send) -> None:
-        """Pass the worker's response on; 503 when it does not start before ``deadline``."""
+    async def _relay_response(self, inbox: Inbox, delivery: Delivery, receive: Receive, send: Send) -> None:
+        """Pass the worker's response on; 503 when it does not start before the deadline.
+        Until it starts, the request is sent again whenever its worker is presumed dead."""
+        deadline = delivery.deadline
         disconnect = asyncio.ensure_future(_until_disconnect(receive))
         started = finished = False
         worker_channel: str | None = None
         try:
             while not finished:
-                limit = deadline if not started else time.time() + self.settings.timeout
-                message = await inbox.get(limit - time.time(), unless=disconnect)
+                wait = delivery.wait_limit() if not started else self.settings.timeout
+                message = await inbox.get(wait, unless=disconnect)
                 if message is None and disconnect.done():
                     # The client left: the worker may still want to know (long-polls).
                     self.background(self._orphaned(inbox, worker_channel, deadline))
                     inbox = None
                     return
+                if message is None and not started and time.time() < deadline:
+                    if delivery.presumed_lost():
+                        await self._resend(delivery)
+                        worker_channel = None
+                    continue  # else heard from the worker meanwhile: wait on
                 if message is None:
                     if not started:
                         self.stats.http_timeouts += 1
@@ -273,6 +290,9 @@ class RelayApplication:
                 kind = message.get("type")
                 if kind == HTTP_TAKEN:
                     worker_channel = message.get("channel")
+                    delivery.heard_from()
+                elif kind == ALIVE:
+                    delivery.heard_from()
                 elif kind == "http.response.start" and not started:
                     started = True
                     headers = [(bytes(k), bytes(v)) for k, v in message.get("headers", [])]
@@ -296,6 +316,26 @@ class RelayApplication:
             disconnect.cancel()
             if inbox is not None:
                 inbox.close()
+
+    async def _resend(self, delivery: Delivery) -> None:
+        """Send a request again whose worker is presumed dead (a full channel: next time)."""
+        silent = "fell silent" if delivery.heard is not None else "said nothing"
+        delivery.next_attempt()
+        self.stats.http_resent += 1
+        scope = delivery.message["relay"]["scope"]
+        logger.warning(
+            "the worker of %s %s %s: sending it again (attempt %d)",
+            scope.get("method"),
+            scope.get("path"),
+            silent,
+            delivery.attempt,
+        )
+        try:
+            await self.layer.send(HTTP_REQUEST, delivery.message)
+        except ChannelFull:
+            logger.warning(
+                "could not send %s %s again yet: the channel is full", scope.get("method"), scope.get("path")
+            )
 
     async def _orphaned(self, inbox: Inbox, worker_channel: str | None, deadline: float) -> None:
         """The client left before the response ended: tell the worker (once it is known)."""

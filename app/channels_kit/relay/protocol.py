@@ -33,7 +33,12 @@ WORK_CHANNELS = HTTP_CHANNELS + WEBSOCKET_CHANNELS
 DONE = "relay.done"  # a WebSocket event is handled: {"seq", "state"?, "error"}
 GROUP_ADD = "relay.group.add"  # {"group"}: put this connection in a group
 GROUP_DISCARD = "relay.group.discard"  # {"group"}
-HTTP_TAKEN = "relay.http.taken"  # {"channel"}: a worker runs the request; tell it there of a disconnect
+HTTP_TAKEN = (
+    "relay.http.taken"  # {"channel", "worker"}: a worker runs the request; tell it there of a disconnect
+)
+# A worker still runs this request or event ({"seq"?, "worker"}): sent every "alive_every"
+# seconds of the envelope, from half that after it took the message until it answers.
+ALIVE = "relay.alive"
 
 # --- interface -> worker, on the channel named in HTTP_TAKEN
 HTTP_DISCONNECT = "relay.http.disconnect"
@@ -139,6 +144,19 @@ def unbatch(message: dict) -> list[dict]:
     """A layer message of replies as the replies it carries, in order."""
     rest = message.pop(BATCH_KEY, None)
     return [message, *rest] if rest else [message]
+
+
+def stale(message: Mapping[str, Any], now: float | None = None) -> bool:
+    """Whether a worker took this work message after its ``start_by``: the interface has
+    presumed it lost by then (its worker died?) and sent it again, so it must not run."""
+    start_by = message.get("relay", {}).get("start_by")
+    return start_by is not None and (now if now is not None else time.time()) > float(start_by)
+
+
+def event_id(envelope: Mapping[str, Any]) -> str | None:
+    """``<socket channel>#<seq>``: the same for every attempt of one WebSocket event."""
+    seq = envelope.get("seq")
+    return None if seq is None else f"{envelope['reply']}#{seq}"
 
 
 def expired(message: Mapping[str, Any], now: float | None = None) -> bool:

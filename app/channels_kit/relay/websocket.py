@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from channels.exceptions import ChannelFull
 
 from channels_kit.relay.protocol import (
+    ALIVE,
     DONE,
     GROUP_ADD,
     GROUP_DISCARD,
@@ -32,6 +33,7 @@ from channels_kit.relay.protocol import (
     unbatch,
     work_message,
 )
+from channels_kit.relay.resend import Delivery
 
 if TYPE_CHECKING:
     from channels_kit.relay.interface import RelayApplication
@@ -76,7 +78,7 @@ class WebsocketConnection:
         self._events: collections.deque[tuple[str, dict]] = collections.deque()
         self._event_ready = asyncio.Event()
         self._seq = 0
-        self._inflight: tuple[int, asyncio.Future[dict]] | None = None
+        self._inflight: tuple[int, asyncio.Future[dict], Delivery] | None = None
         self._early: list[dict] = []
         self._opened = asyncio.Event()
         self._reader: asyncio.Task | None = None
@@ -155,29 +157,38 @@ class WebsocketConnection:
                 self._reader.cancel()
 
     async def _send_event(self, channel: str, event: dict, wait: bool) -> tuple[str, float]:
-        """Send one event; with ``wait``, until its ``relay.done``. Returns ``(outcome, deadline)``,
-        the outcome being ``done``, ``sent`` (not waited for), ``full`` or ``timeout``."""
+        """Send one event; with ``wait``, until its ``relay.done``, sending it again when its
+        worker is presumed dead (``resend``). Returns ``(outcome, deadline)``, the outcome
+        being ``done``, ``sent`` (not waited for), ``full`` or ``timeout``."""
         self._seq += 1
+        settings = self.app.settings
         message = work_message(
             reply=self.channel,
             scope=self.wire_scope,
             event=event,
-            timeout=self.app.settings.timeout,
+            timeout=settings.timeout,
             seq=self._seq,
             state=self.consumer_state,
         )
         deadline = message["relay"]["deadline"]
-        done: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
-        if wait:
-            self._inflight = (self._seq, done)
         try:
+            if not wait:
+                await self.layer.send(channel, message)
+                self.app.stats.websocket_events += 1
+                return "sent", deadline
+            delivery = Delivery(message, settings.resend_after, settings.alive_every)
+            done: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
+            self._inflight = (self._seq, done, delivery)
             await self.layer.send(channel, message)
             self.app.stats.websocket_events += 1
-            if not wait:
-                return "sent", deadline
-            await asyncio.wait({done}, timeout=max(0.0, deadline - time.time()))
-            if not done.done():
-                raise TimeoutError
+            while not done.done():
+                await asyncio.wait({done}, timeout=delivery.wait_limit())
+                if done.done():
+                    break
+                if time.time() >= deadline:
+                    raise TimeoutError
+                if delivery.presumed_lost():
+                    await self._resend(channel, delivery)
             return "done", deadline
         except ChannelFull:
             self.app.stats.websocket_events_dropped += 1
@@ -192,11 +203,29 @@ class WebsocketConnection:
                 channel,
                 self._seq,
                 self.channel,
-                self.app.settings.timeout,
+                settings.timeout,
             )
             return "timeout", deadline
         finally:
             self._inflight = None
+
+    async def _resend(self, channel: str, delivery: Delivery) -> None:
+        """Send an event again whose worker is presumed dead (a full channel: next time)."""
+        silent = "fell silent" if delivery.heard is not None else "said nothing"
+        delivery.next_attempt()
+        self.app.stats.websocket_events_resent += 1
+        logger.warning(
+            "the worker of %s #%d of socket %s %s: sending it again (attempt %d)",
+            channel,
+            self._seq,
+            self.channel,
+            silent,
+            delivery.attempt,
+        )
+        try:
+            await self.layer.send(channel, delivery.message)
+        except ChannelFull:
+            logger.warning("could not send %s #%d again yet: the channel is full", channel, self._seq)
 
     async def _settle_connect(self, outcome: str, deadline: float) -> None:
         """After the connect event: an accept may still come until the deadline; then close cleanly."""
@@ -234,7 +263,10 @@ class WebsocketConnection:
 
     async def _handle(self, message: dict) -> None:
         kind = message.get("type", "")
-        if kind == DONE:
+        if kind == ALIVE:
+            if self._inflight is not None and message.get("seq") == self._inflight[0]:
+                self._inflight[2].heard_from()
+        elif kind == DONE:
             self.answered = True
             if self._inflight is not None and message.get("seq") == self._inflight[0]:
                 if isinstance(message.get("state"), dict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -16,12 +17,15 @@ from django.utils import timezone
 
 from channels_kit.consumers import GroupFrameMixin, group_frame
 from channels_kit.observe.identity import interface_identity, server_identity
+from channels_kit.relay.consumer_state import current_event_id
 from chat.models import Message, Task
 
 logger = logging.getLogger(__name__)
 
 # Longest simulated job, so a malicious payload cannot hold a worker for long.
 MAX_TASK_SECONDS = 30.0
+# Longest delay of an echo (``/ws/echo/?ms=``), in milliseconds.
+IO_MAX_MS = 1000
 
 
 def room_group(room: str) -> str:
@@ -111,7 +115,10 @@ class ChatConsumer(GroupFrameMixin, AsyncJsonWebsocketConsumer):
             limit = settings.CHAT_MAX_MESSAGE_CHARS
             await self.send_json({"type": "error", "error": f"message longer than {limit} characters"})
             return
-        message = await database_sync_to_async(Message.objects.create)(room=self.room, text=text)
+        # Keyed by the event's id in relay mode: if this worker dies before the interface
+        # hears that the event is done, the event runs again on another worker; the message
+        # is then stored once and sent again with the same id (pages drop ids they showed).
+        message = await database_sync_to_async(Message.post)(self.room, text, current_event_id())
         await self.channel_layer.group_send(self.group, chat_message_frame(message))
 
     async def decode_json(self, text_data):
@@ -122,12 +129,23 @@ class ChatConsumer(GroupFrameMixin, AsyncJsonWebsocketConsumer):
 
 
 class EchoConsumer(AsyncWebsocketConsumer):
-    """``/ws/echo/``: every frame straight back (the WebSocket benchmark's endpoint)."""
+    """``/ws/echo/``: every frame straight back (the WebSocket benchmark's endpoint).
+
+    ``/ws/echo/?ms=<n>``: each frame comes back after ``n`` ms (at most 1000), as a handler
+    waiting on a slow service would: the WebSocket twin of ``/io/?ms=``.
+    """
 
     async def connect(self) -> None:
+        values = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get("ms", ["0"])
+        try:
+            self.delay_ms = min(max(int(values[-1]), 0), IO_MAX_MS)
+        except ValueError:
+            self.delay_ms = 0
         await self.accept()
 
     async def receive(self, text_data=None, bytes_data=None) -> None:
+        if self.delay_ms:
+            await asyncio.sleep(self.delay_ms / 1000)
         await self.send(text_data=text_data, bytes_data=bytes_data)
 
 

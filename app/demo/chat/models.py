@@ -1,8 +1,10 @@
 """Chat history and background-task records."""
 
+from __future__ import annotations
+
 import uuid
 
-from django.db import models
+from django.db import IntegrityError, models, transaction
 
 ROOM_PATTERN = r"[A-Za-z0-9_-]{1,64}"
 
@@ -13,9 +15,23 @@ class Message(models.Model):
     room = models.CharField(max_length=64, db_index=True)
     text = models.TextField()
     created = models.DateTimeField(auto_now_add=True, db_index=True)
+    # The relayed WebSocket event that posted it: the same for every attempt of that event,
+    # so a post whose worker died halfway and that is sent again is stored once.
+    event_id = models.CharField(max_length=200, null=True, blank=True, unique=True)
 
     class Meta:
         ordering = ["-created", "-id"]
+
+    @classmethod
+    def post(cls, room: str, text: str, event_id: str | None = None) -> Message:
+        """Store a message, once per ``event_id``: a second attempt gets the stored one back."""
+        if event_id is None:
+            return cls.objects.create(room=room, text=text)
+        try:
+            with transaction.atomic():
+                return cls.objects.create(room=room, text=text, event_id=event_id)
+        except IntegrityError:
+            return cls.objects.get(event_id=event_id)
 
     def as_event(self) -> dict:
         """The message as the WebSocket contract sends it."""
