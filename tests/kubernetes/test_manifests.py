@@ -1,0 +1,267 @@
+"""The Kubernetes manifests (deploy/kubernetes): every overlay renders with `kubectl
+kustomize` and validates offline against the API schemas of kubectl's Kubernetes version
+(strict: an unknown field fails), then holds what the kit promises of it: probes,
+resources, drain times, budgets, autoscaling, who may reach Redis and PostgreSQL, and a
+REDIS_URLS that names the shards the StatefulSet runs, in order.
+
+No cluster runs here: these are checks of the rendered objects, not of a deployment.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import subprocess
+from functools import cache
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+KUBERNETES = REPO / "deploy" / "kubernetes"
+OVERLAYS = sorted(path.name for path in (KUBERNETES / "overlays").iterdir() if path.is_dir())
+WORKLOADS = ("Deployment", "StatefulSet")
+
+assert shutil.which("kubectl"), "these tests render the manifests with kubectl (with its kustomize)"
+
+
+@cache
+def kubernetes_version() -> str:
+    """kubectl's own minor version (``1.32``): the cluster version it is made for."""
+    out = subprocess.run(["kubectl", "version", "--client", "-o", "json"], check=True, capture_output=True)
+    client = json.loads(out.stdout)["clientVersion"]
+    return f"{client['major']}.{re.sub(r'[^0-9]', '', client['minor'])}"
+
+
+@cache
+def render(overlay: str) -> tuple[dict, ...]:
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(KUBERNETES / "overlays" / overlay)], check=True, capture_output=True
+    )
+    return tuple(doc for doc in yaml.safe_load_all(out.stdout) if doc)
+
+
+def objects(overlay: str, kind: str) -> dict[str, dict]:
+    return {doc["metadata"]["name"]: doc for doc in render(overlay) if doc["kind"] == kind}
+
+
+def containers(workload: dict) -> list[dict]:
+    spec = workload["spec"]["template"]["spec"]
+    return [*spec.get("initContainers", []), *spec["containers"]]
+
+
+def env_of(container: dict) -> dict[str, dict]:
+    return {item["name"]: item for item in container.get("env", [])}
+
+
+def config(overlay: str) -> dict[str, str]:
+    (configmap,) = [doc for doc in render(overlay) if doc["kind"] == "ConfigMap"]
+    return configmap["data"]
+
+
+def test_there_are_overlays_for_both_modes_and_the_shard_count():
+    assert {"direct", "relay", "relay-4-shards"} <= set(OVERLAYS)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_object_validates_against_the_kubernetes_schemas(overlay):
+    version = kubernetes_version()
+    kinds = set()
+    for doc in render(overlay):
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            pytest.fail(
+                f"{overlay}: {doc['kind']}/{doc['metadata']['name']}: {error.message} at {error.path}"
+            )
+        kinds.add(doc["kind"])
+    expected = {
+        "ConfigMap",
+        "Deployment",
+        "HorizontalPodAutoscaler",
+        "Ingress",
+        "Job",
+        "NetworkPolicy",
+        "PodDisruptionBudget",
+        "Service",
+        "StatefulSet",
+    }
+    assert kinds == expected, kinds ^ expected
+
+
+def test_the_validator_refuses_an_unknown_field():
+    """The check above can fail: a misspelt field is refused in strict mode."""
+    (daphne,) = [
+        doc for doc in render("relay") if doc["kind"] == "Deployment" and doc["metadata"]["name"] == "daphne"
+    ]
+    broken = json.loads(json.dumps(daphne))
+    broken["spec"]["template"]["spec"]["terminationGracePeriod"] = 30
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, kubernetes_version(), strict=True)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_container_has_requests_and_a_memory_limit_and_runs_unprivileged(overlay):
+    for kind in (*WORKLOADS, "Job"):
+        for name, workload in objects(overlay, kind).items():
+            pod = workload["spec"]["template"]["spec"]
+            for container in containers(workload):
+                resources = container.get("resources", {})
+                assert {"cpu", "memory"} <= set(resources.get("requests", {})), (name, container["name"])
+                assert "memory" in resources.get("limits", {}), (name, container["name"])
+                if name != "db":  # the official PostgreSQL image drops root itself
+                    assert pod["securityContext"]["runAsNonRoot"] is True, name
+                    assert container["securityContext"]["allowPrivilegeEscalation"] is False, name
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_long_running_container_has_liveness_and_readiness_probes(overlay):
+    for kind in WORKLOADS:
+        for name, workload in objects(overlay, kind).items():
+            for container in workload["spec"]["template"]["spec"]["containers"]:
+                assert "livenessProbe" in container and "readinessProbe" in container, (
+                    name,
+                    container["name"],
+                )
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_grace_periods_cover_the_drains(overlay):
+    deployments = objects(overlay, "Deployment")
+    daphne = deployments["daphne"]
+    spec = daphne["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert pre_stop[0] == "sleep"
+    drain = float(env_of(container)["DAPHNE_DRAIN_SECONDS"]["value"])
+    # preStop, then SIGTERM: stop listening, close sockets over the drain, exit.
+    assert spec["terminationGracePeriodSeconds"] >= float(pre_stop[1]) + drain + 10
+    assert daphne["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    for name in ("worker", "worker-thumbnail"):
+        spec = deployments[name]["spec"]["template"]["spec"]
+        grace = float(env_of(spec["containers"][0])["WORKER_GRACE_PERIOD_SECONDS"]["value"])
+        assert spec["terminationGracePeriodSeconds"] >= grace + 5, name
+        assert deployments[name]["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_budgets_and_autoscaling_cover_the_tiers(overlay):
+    budgets = {
+        doc["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"]
+        for doc in objects(overlay, "PodDisruptionBudget").values()
+    }
+    assert {"daphne", "worker", "nginx", "redis"} <= budgets
+    (hpa,) = objects(overlay, "HorizontalPodAutoscaler").values()
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "worker"}
+    assert 1 < hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"]
+
+
+def pod_labels(workload: dict) -> dict[str, str]:
+    return workload["spec"]["template"]["metadata"]["labels"]
+
+
+def selects(selector: dict, labels: dict[str, str]) -> bool:
+    return all(labels.get(key) == value for key, value in selector["matchLabels"].items())
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_only_the_kits_pods_reach_redis_and_postgres_and_nothing_else_is_published(overlay):
+    policies = objects(overlay, "NetworkPolicy").values()
+    workloads = {name: doc for kind in (*WORKLOADS, "Job") for name, doc in objects(overlay, kind).items()}
+    for guarded, port in (("redis", 6379), ("db", 5432)):
+        (policy,) = [p for p in policies if selects(p["spec"]["podSelector"], pod_labels(workloads[guarded]))]
+        assert policy["spec"]["policyTypes"] == ["Ingress"]
+        (rule,) = policy["spec"]["ingress"]
+        assert [p["port"] for p in rule["ports"]] == [port]
+        allowed = [source["podSelector"] for source in rule["from"]]
+        assert all(set(source) == {"matchLabels"} for source in allowed), "only pods of this namespace"
+        # Every pod of the kit that talks to them is let in, or the site would not work.
+        for name in ("daphne", "worker", "worker-thumbnail", "migrate"):
+            assert any(selects(source, pod_labels(workloads[name])) for source in allowed), (guarded, name)
+    for service in objects(overlay, "Service").values():
+        assert service["spec"].get("type", "ClusterIP") == "ClusterIP", service["metadata"]["name"]
+    (ingress,) = objects(overlay, "Ingress").values()
+    backends = {
+        path["backend"]["service"]["name"]
+        for rule in ingress["spec"]["rules"]
+        for path in rule["http"]["paths"]
+    }
+    assert backends == {"nginx"}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_redis_urls_name_the_statefulsets_shards_in_order(overlay):
+    redis = objects(overlay, "StatefulSet")["redis"]
+    urls = config(overlay)["REDIS_URLS"].split(",")
+    service = redis["spec"]["serviceName"]
+    hosts = [re.match(r"redis://([^:/]+)", url).group(1) for url in urls]
+    assert hosts == [f"redis-{i}.{service}" for i in range(redis["spec"]["replicas"])]
+    assert objects(overlay, "Service")[service]["spec"]["clusterIP"] == "None"
+    assert len(urls) == (4 if "4-shards" in overlay else 2)
+
+
+def test_relay_daphne_runs_the_relay_image_without_the_projects_secrets():
+    for overlay in OVERLAYS:
+        (container,) = objects(overlay, "Deployment")["daphne"]["spec"]["template"]["spec"]["containers"]
+        secrets = {
+            name for name, item in env_of(container).items() if "secretKeyRef" in item.get("valueFrom", {})
+        }
+        if overlay.startswith("relay"):
+            assert config(overlay)["ASGI_MODE"] == "relay"
+            assert container["image"].startswith("channels-kit/relay:") and container["args"] == ["relay"]
+            assert secrets == {"REDIS_PASSWORD"}
+            assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+        else:
+            assert config(overlay)["ASGI_MODE"] == "direct"
+            assert container["image"].startswith("channels-kit/app:") and container["args"] == ["daphne"]
+            assert {"DJANGO_SECRET_KEY", "POSTGRES_PASSWORD", "REDIS_PASSWORD"} <= secrets
+            assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+
+
+def test_every_setting_the_manifests_pass_is_documented_in_env_example():
+    documented = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", (REPO / ".env.example").read_text(), re.M))
+    # Read by the images' own entrypoints (PostgreSQL's, redis-cli), or set per service as
+    # compose.yaml does (SERVER_ROLE): not settings of the user's.
+    images_own = {"PGDATA", "REDISCLI_AUTH", "SERVER_ROLE"}
+    for overlay in OVERLAYS:
+        names = set(config(overlay))
+        for kind in (*WORKLOADS, "Job"):
+            for workload in objects(overlay, kind).values():
+                for container in containers(workload):
+                    names |= set(env_of(container))
+        assert names - documented - images_own == set(), overlay
+
+
+def test_scripts_kubernetes_secret_makes_the_secret_every_manifest_refers_to(tmp_path):
+    env = tmp_path / ".env"
+    values = {
+        "DJANGO_SECRET_KEY": "k" * 50,
+        "POSTGRES_PASSWORD": "pg",
+        "REDIS_PASSWORD": "rd",
+        "DEMO_PASSWORD": "dm",
+    }
+    env.write_text("".join(f"{key}={value}\n" for key, value in values.items()) + "DJANGO_DEBUG=false\n")
+    out = subprocess.run(
+        [str(REPO / "scripts" / "kubernetes-secret"), str(env)], check=True, capture_output=True
+    )
+    secret = yaml.safe_load(out.stdout)
+    kubernetes_validate.validate(secret, kubernetes_version(), strict=True)
+    assert secret["metadata"]["name"] == "channels-kit"
+    assert {key: base64.b64decode(value).decode() for key, value in secret["data"].items()} == values
+    for overlay in OVERLAYS:
+        for kind in (*WORKLOADS, "Job"):
+            for workload in objects(overlay, kind).values():
+                for container in containers(workload):
+                    for item in env_of(container).values():
+                        ref = item.get("valueFrom", {}).get("secretKeyRef")
+                        if ref:
+                            assert (ref["name"], ref["key"]) in {("channels-kit", key) for key in values}, ref
+    env.write_text("DJANGO_SECRET_KEY=x\n")
+    refused = subprocess.run(
+        [str(REPO / "scripts" / "kubernetes-secret"), str(env)], capture_output=True, text=True
+    )
+    assert refused.returncode != 0 and "POSTGRES_PASSWORD is not set" in refused.stderr
