@@ -141,6 +141,10 @@ def test_grace_periods_cover_the_drains(overlay):
     # preStop, then SIGTERM: stop listening, close sockets over the drain, exit.
     assert spec["terminationGracePeriodSeconds"] >= float(pre_stop[1]) + drain + 10
     assert daphne["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    nginx = deployments["nginx"]["spec"]["template"]["spec"]
+    shutdown = float(env_of(nginx["containers"][0])["NGINX_SHUTDOWN_TIMEOUT"]["value"].rstrip("s"))
+    pre_stop = nginx["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
+    assert nginx["terminationGracePeriodSeconds"] >= float(pre_stop[1]) + shutdown + 5
     for name in ("worker", "worker-thumbnail"):
         spec = deployments[name]["spec"]["template"]["spec"]
         grace = float(env_of(spec["containers"][0])["WORKER_GRACE_PERIOD_SECONDS"]["value"])
