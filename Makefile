@@ -7,10 +7,10 @@ N ?= 8
 SERVICE ?= worker
 
 .PHONY: help up down clean ps logs status scale deploy build base-images lint test bench-layer bench-routing \
-	bench-relay loadtest loadtest-ui loadtest-down scaling bench native-up native-down
+	bench-relay bench-broadcast bench-sockets loadtest loadtest-ui loadtest-down scaling bench native-up native-down
 
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 up: ## Build and start the stack (installs Docker if needed), wait until healthy, print the URL
 	@scripts/up
@@ -74,6 +74,12 @@ loadtest-down: ## Stop Locust's web UI and its workers
 
 scaling: ## Scaling report: tasks/s and relay-mode req/s vs workers 1-8, pages vs Daphne 1-2, fan-out vs shards 1-4 (~12 min)
 	@scripts/scaling
+
+bench-broadcast: ## The field's broadcast benchmark: the kit (direct, relay) vs a reference server, clients at p95 <= 500 ms
+	@scripts/bench-broadcast $(BENCH_ARGS)
+
+bench-sockets: ## Idle WebSockets per Daphne process (direct, relay) vs a reference server: count, KB each, limits
+	@scripts/bench-sockets $(BENCH_ARGS)
 
 bench: ## The kit's promised ratios side by side: nginx->Daphne/direct, kit/stock layer, 8/1 workers, relay/direct (~17 min)
 	@scripts/bench

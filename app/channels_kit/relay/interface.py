@@ -256,6 +256,12 @@ class RelayApplication:
             self.stats.http_rejected += 1
             await self._refuse(send, 503, "every worker is busy: the http.request queue is full")
             return
+        except Exception as error:
+            if self.settings.resend_after is None:
+                inbox.close()
+                raise
+            # A layer hiccup (a broker restarting): the request goes again when presumed lost.
+            logger.warning("sending a request to the workers failed (%r); it goes again", error)
         await self._relay_response(inbox, delivery, receive, send)
 
     async def _relay_response(self, inbox: Inbox, delivery: Delivery, receive: Receive, send: Send) -> None:

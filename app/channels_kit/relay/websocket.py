@@ -179,7 +179,22 @@ class WebsocketConnection:
             delivery = Delivery(message, settings.resend_after, settings.alive_every)
             done: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
             self._inflight = (self._seq, done, delivery)
-            await self.layer.send(channel, message)
+            try:
+                await self.layer.send(channel, message)
+            except ChannelFull:
+                raise
+            except Exception as error:
+                if settings.resend_after is None:
+                    raise
+                # A layer hiccup (a broker restarting): the event counts as lost, and goes
+                # again when the resend clock says so, rather than the socket closing.
+                logger.warning(
+                    "sending %s #%d of socket %s failed (%r); it goes again",
+                    channel,
+                    self._seq,
+                    self.channel,
+                    error,
+                )
             self.app.stats.websocket_events += 1
             while not done.done():
                 await asyncio.wait({done}, timeout=delivery.wait_limit())
@@ -224,8 +239,8 @@ class WebsocketConnection:
         )
         try:
             await self.layer.send(channel, delivery.message)
-        except ChannelFull:
-            logger.warning("could not send %s #%d again yet: the channel is full", channel, self._seq)
+        except Exception as error:  # noqa: BLE001 - full, or the layer failing: next time
+            logger.warning("could not send %s #%d again yet (%r)", channel, self._seq, error)
 
     async def _settle_connect(self, outcome: str, deadline: float) -> None:
         """After the connect event: an accept may still come until the deadline; then close cleanly."""

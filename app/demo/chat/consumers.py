@@ -149,6 +149,44 @@ class EchoConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=text_data, bytes_data=bytes_data)
 
 
+SHOOTOUT_GROUP = "shootout"
+
+
+class ShootoutConsumer(GroupFrameMixin, AsyncWebsocketConsumer):
+    """``/ws/shootout/``: the protocol of the websocket-shootout benchmark (hashrocket), so
+    the field's own tools and ``make bench-broadcast`` can drive the kit.
+
+    ``{"type": "echo", "payload": p}`` comes straight back. ``{"type": "broadcast",
+    "payload": p}`` goes to every socket on the endpoint, the sender's too, as a ready
+    frame (in relay mode the interface servers write it, no worker per socket); then the
+    sender gets ``{"type": "broadcastResult", "payload": p}``. Anything else: an error frame.
+    """
+
+    async def connect(self) -> None:
+        await self.channel_layer.group_add(SHOOTOUT_GROUP, self.channel_name)
+        await self.accept()
+
+    async def disconnect(self, code: int) -> None:
+        await self.channel_layer.group_discard(SHOOTOUT_GROUP, self.channel_name)
+
+    async def receive(self, text_data=None, bytes_data=None) -> None:
+        try:
+            message = json.loads(text_data or "")
+        except ValueError:
+            message = None
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind == "echo":
+            await self.send(text_data=text_data)  # already {"type": "echo", "payload": ...}
+        elif kind == "broadcast":
+            payload = json.dumps(message.get("payload"))
+            await self.channel_layer.group_send(SHOOTOUT_GROUP, group_frame(text_data))
+            await self.send(text_data=f'{{"type": "broadcastResult", "payload": {payload}}}')
+        else:
+            await self.send(
+                text_data=json.dumps({"type": "error", "error": 'expected type "echo" or "broadcast"'})
+            )
+
+
 class TaskConsumer(SyncConsumer):
     """Runs jobs sent to the task channels (``Task.Channel``); served only by ``runworker``."""
 

@@ -3,7 +3,7 @@
 from channels.auth import AuthMiddlewareStack
 from django.urls import re_path
 
-from chat.consumers import ChatConsumer, EchoConsumer, TaskConsumer
+from chat.consumers import ChatConsumer, EchoConsumer, ShootoutConsumer, TaskConsumer
 from chat.models import ROOM_PATTERN, Task
 
 websocket_urlpatterns = [
@@ -12,6 +12,8 @@ websocket_urlpatterns = [
     re_path(rf"^ws/chat/(?P<room>{ROOM_PATTERN})/$", AuthMiddlewareStack(ChatConsumer.as_asgi())),
     # The echo needs nobody's identity (it is the WebSocket benchmark's endpoint).
     re_path(r"^ws/echo/$", EchoConsumer.as_asgi()),
+    # The websocket-shootout protocol (echo, broadcast): the broadcast benchmark's endpoint.
+    re_path(r"^ws/shootout/$", ShootoutConsumer.as_asgi()),
 ]
 
 # Every task channel runs the same consumer; which workers serve which channel is

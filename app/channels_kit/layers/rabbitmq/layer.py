@@ -62,6 +62,8 @@ IDLE_CONSUMER_SECONDS = 30.0
 RECONNECT_FIRST_DELAY = 0.1
 RECONNECT_MAX_DELAY = 2.0
 DEFAULT_RECONNECT_TIMEOUT = 60.0
+# Tries of an operation whose channel the broker closed (see ``_retrying``).
+CHANNEL_RETRIES = 5
 
 CONNECTION_ERRORS = (
     aiormq.exceptions.AMQPConnectionError,
@@ -312,6 +314,7 @@ class RabbitMQChannelLayer(BaseChannelLayer):
         state = self._state()
         deadline = time.monotonic() + self.reconnect_timeout
         delay = RECONNECT_FIRST_DELAY
+        channel_failures = 0
         while True:
             connection = await self._connection(state)
             try:
@@ -321,8 +324,17 @@ class RabbitMQChannelLayer(BaseChannelLayer):
                     raise
                 logger.warning("RabbitMQ connection lost during an operation (%r); retrying", error)
                 await connection.close()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RECONNECT_MAX_DELAY)
+            except aiormq.exceptions.ChannelClosed as error:
+                # A channel error closes the operations channel for every operation on it:
+                # this one may have failed for another's error, or for a queue still
+                # recovering as the broker starts ("home node ... is down or inaccessible").
+                # The channel reopens; after a few tries the error stands.
+                channel_failures += 1
+                if channel_failures > CHANNEL_RETRIES or time.monotonic() + delay > deadline:
+                    raise
+                logger.warning("RabbitMQ closed the channel of an operation (%r); retrying", error)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RECONNECT_MAX_DELAY)
 
     async def _declare(self, connection: _Connection, channel: str) -> str:
         queue = self.queue_name(channel)
