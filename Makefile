@@ -81,5 +81,5 @@ bench-broadcast: ## The field's broadcast benchmark: the kit (direct, relay) vs 
 bench-sockets: ## Idle WebSockets per Daphne process (direct, relay) vs a reference server: count, KB each, limits
 	@scripts/bench-sockets $(BENCH_ARGS)
 
-bench: ## The kit's promised ratios side by side: nginx->Daphne/direct, kit/stock layer, 8/1 workers, relay/direct (~17 min)
+bench: ## The kit's promised ratios side by side: routing, layer, workers, relay/direct, broadcast, sockets (~27 min)
 	@scripts/bench

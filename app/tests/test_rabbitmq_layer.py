@@ -253,3 +253,30 @@ def test_status_of_a_running_worker_on_rabbitmq(url, prefix):
     assert 1 <= busy.total("jobs").depth <= 3, busy
     assert [w.pid for w in first.workers] == [w.pid for w in second.workers] == [os.getpid()]
     assert after.workers == []
+
+
+def test_an_operation_whose_channel_another_ones_error_closed_is_tried_again(url, prefix):
+    """A channel error (here: a queue declared with other arguments) makes the broker close
+    the operations channel, failing every operation pending on it; the others must go on
+    (a relayed event failing that way closed its socket with 4500 during a broker restart)."""
+
+    async def scenario():
+        first = RabbitMQChannelLayer(url=url, prefix=prefix, capacity=100)
+        other = RabbitMQChannelLayer(url=url, prefix=prefix, capacity=5)
+        try:
+            await first.send("mismatch", {"type": "x"})  # its queue: x-max-length 100
+            results = await asyncio.gather(
+                other.send("mismatch", {"type": "x"}),  # x-max-length 5: refused, channel closed
+                *(other.send(f"ok{n}", {"type": "ok", "n": n}) for n in range(20)),
+                return_exceptions=True,
+            )
+            assert isinstance(results[0], RuntimeError) and "other arguments" in str(results[0])
+            assert results[1:] == [None] * 20, [r for r in results[1:] if r is not None]
+            for n in range(20):
+                assert (await other.receive(f"ok{n}"))["n"] == n
+        finally:
+            await first.flush()
+            await first.close()
+            await other.close()
+
+    run(scenario())
