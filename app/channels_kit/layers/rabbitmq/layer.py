@@ -320,10 +320,18 @@ class RabbitMQChannelLayer(BaseChannelLayer):
             try:
                 return await operation(connection)
             except CONNECTION_ERRORS as error:
-                if time.monotonic() + delay > deadline:
-                    raise
-                logger.warning("RabbitMQ connection lost during an operation (%r); retrying", error)
-                await connection.close()
+                if isinstance(error, aiormq.exceptions.ChannelInvalidStateError) and connection.is_open:
+                    # Only the channel died (see below): closing the connection would
+                    # cancel every other operation on it.
+                    channel_failures += 1
+                    if channel_failures > CHANNEL_RETRIES or time.monotonic() + delay > deadline:
+                        raise
+                    logger.warning("RabbitMQ closed the channel of an operation (%r); retrying", error)
+                else:
+                    if time.monotonic() + delay > deadline:
+                        raise
+                    logger.warning("RabbitMQ connection lost during an operation (%r); retrying", error)
+                    await connection.close()
             except aiormq.exceptions.ChannelClosed as error:
                 # A channel error closes the operations channel for every operation on it:
                 # this one may have failed for another's error, or for a queue still
@@ -343,6 +351,8 @@ class RabbitMQChannelLayer(BaseChannelLayer):
             try:
                 await ops.queue_declare(queue, arguments=self.queue_arguments(channel))
             except aiormq.exceptions.ChannelPreconditionFailed as error:
+                if f"queue '{queue}'" not in str(error):
+                    raise  # another operation's error closed the channel: _retrying tries again
                 raise RuntimeError(
                     f"RabbitMQ holds queue {queue!r} with other arguments than this process's "
                     f"(expiry, capacity or channel_capacity differ between processes?): {error}"
