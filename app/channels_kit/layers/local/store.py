@@ -116,7 +116,9 @@ class Store:
         self.pid = os.getpid()
         # timeout=0: waiting for the write lock is _Immediate's job (a short, steady retry).
         self.db = sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA synchronous=NORMAL")
+        # Even this may meet a lock (another process switching the file to WAL, or
+        # recovering it): tried again, like every statement outside a transaction.
+        _retry_locked(lambda: self.db.execute("PRAGMA synchronous=NORMAL"))
         # WAL before anything else: in the rollback journal a fresh file starts in, a reader
         # blocks a writer's COMMIT, and processes opening a new file together would trip.
         _retry_locked(lambda: self.db.execute("PRAGMA journal_mode=WAL"))
