@@ -88,11 +88,20 @@ class FloodLimitedProtocol(WebSocketProtocol):
         return False
 
 
+def with_backlog(endpoint: str, backlog: int) -> str:
+    """A TCP endpoint description with a listen backlog (Twisted's default, 50, drops the SYNs
+    of a reconnect storm: those clients retry after 1, 3, 7 s); others unchanged."""
+    if not endpoint.startswith("tcp:") or ":backlog=" in endpoint or backlog <= 0:
+        return endpoint
+    return f"{endpoint}:backlog={backlog}"
+
+
 class KitDaphneServer(Server):
     """Daphne's server: failed and flooding WebSockets closed with a code, a drain on SIGTERM."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.endpoints = [with_backlog(e, env_int("DAPHNE_LISTEN_BACKLOG", 1024)) for e in self.endpoints]
         self.drain_seconds = max(0.0, env_float("DAPHNE_DRAIN_SECONDS", 10.0))
         self.ports: list = []
         rate = env_float("WS_MAX_MESSAGES_PER_SECOND", 50.0)

@@ -148,3 +148,31 @@ def test_a_backlog_is_read_in_batches_and_redis_before_7_still_works(redis_url, 
     old = RedisChannelLayer(hosts=[{"address": redis_url}], prefix=f"test-batch-{uuid.uuid4().hex[:6]}")
     assert asyncio.run(scenario(old)) == list(range(10))
     assert old._bzmpop is False
+
+
+def test_a_burst_beyond_the_pool_waits_for_connections_instead_of_failing(redis_url):
+    """redis-py's pool refuses a command when all its connections are in use
+    (MaxConnectionsError at 100): 300 sends at once through a relay did that. The kit's
+    pool makes them wait for a free connection (mutation-checked: with redis-py's pool
+    most of the 300 fail)."""
+
+    async def burst():
+        hosts = [{"address": redis_url, "max_connections": 10}]
+        layer = RedisChannelLayer(hosts=hosts, prefix=f"unit-burst-{uuid.uuid4().hex[:6]}", capacity=1000)
+        try:
+            results = await asyncio.gather(
+                *(layer.send(f"burst{n % 7}", {"type": "x", "n": n}) for n in range(300)),
+                return_exceptions=True,
+            )
+            assert [r for r in results if r is not None] == []
+            received = [
+                await asyncio.wait_for(layer.receive(f"burst{c}"), 5)
+                for c in range(7)
+                for _ in range(43 if c < 6 else 42)
+            ]
+            assert sorted(m["n"] for m in received) == list(range(300))
+        finally:
+            await layer.flush()
+            await layer.close_pools()
+
+    asyncio.run(burst())

@@ -38,6 +38,7 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import channels_redis.core
+import redis.asyncio
 import redis.exceptions
 from channels.exceptions import ChannelFull
 from channels_redis.utils import create_pool
@@ -61,6 +62,9 @@ logger = logging.getLogger(__name__)
 
 # Attempts to reconnect and re-run a command after Redis closed its connection.
 RECONNECT_RETRIES = 3
+# Connections of one process to one shard, and how long a command waits for a free one.
+DEFAULT_MAX_CONNECTIONS = 100
+DEFAULT_POOL_TIMEOUT = 20.0
 
 Reader = TypeVar("Reader", bound=ShardReader)
 
@@ -147,11 +151,19 @@ class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
         return [] if result is None else [(result[1], float(result[2]))]
 
     def create_pool(self, index: int) -> Any:
-        """channels_redis's pool, retrying a command on a fresh connection when Redis closed the old one."""
+        """A pool that retries a command on a fresh connection when Redis closed the old one,
+        and makes a command wait for a free connection when all ``max_connections`` (100) are
+        in use: redis-py's own pool refuses it (``MaxConnectionsError``), so a burst of sends
+        (a reconnect storm through a relay) failed. It waits ``pool_timeout`` (20 s) at most."""
         host = dict(self.hosts[index])
         host.setdefault("retry", Retry(ExponentialBackoff(cap=1.0, base=0.05), RECONNECT_RETRIES))
         host.setdefault("retry_on_error", [redis.exceptions.ConnectionError])
-        return create_pool(host)
+        if "address" not in host:
+            return create_pool(host)  # Sentinel: channels_redis's own
+        address = host.pop("address")
+        host.setdefault("max_connections", DEFAULT_MAX_CONNECTIONS)
+        host["timeout"] = host.pop("pool_timeout", DEFAULT_POOL_TIMEOUT)
+        return redis.asyncio.BlockingConnectionPool.from_url(address, **host)
 
     # --- placement ---------------------------------------------------------------
 
