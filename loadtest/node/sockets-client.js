@@ -73,7 +73,9 @@ lines.on("line", async (line) => {
   if (command === "open") answer = await open(Number(arg));
   else if (command === "ping") answer = await ping(Number(arg));
   else if (command === "quit") {
-    for (const ws of sockets) ws.terminate();
+    // A reset, not a close: a closing client keeps each port in TIME_WAIT for a minute,
+    // and the next target (often at the same address) would find none free.
+    for (const ws of sockets) ws._socket.resetAndDestroy();
     process.exit(0);
   } else answer = { error: `unknown command ${command}` };
   process.stdout.write(JSON.stringify(answer) + "\n");
