@@ -250,18 +250,15 @@ class RelayApplication:
         delivery = Delivery(message, self.settings.resend_after, self.settings.alive_every)
         inbox = Inbox(self.layer, reply)
         try:
-            await self.layer.send(HTTP_REQUEST, message)
+            await delivery.send_first(self.layer, HTTP_REQUEST)
         except ChannelFull:
             inbox.close()
             self.stats.http_rejected += 1
             await self._refuse(send, 503, "every worker is busy: the http.request queue is full")
             return
-        except Exception as error:
-            if self.settings.resend_after is None:
-                inbox.close()
-                raise
-            # A layer hiccup (a broker restarting): the request goes again when presumed lost.
-            logger.warning("sending a request to the workers failed (%r); it goes again", error)
+        except Exception:
+            inbox.close()
+            raise
         await self._relay_response(inbox, delivery, receive, send)
 
     async def _relay_response(self, inbox: Inbox, delivery: Delivery, receive: Receive, send: Send) -> None:
@@ -282,7 +279,10 @@ class RelayApplication:
                     return
                 if message is None and not started and time.time() < deadline:
                     if delivery.presumed_lost():
-                        await self._resend(delivery)
+                        self.stats.http_resent += 1
+                        relayed = delivery.message["relay"]["scope"]
+                        what = f"{relayed.get('method')} {relayed.get('path')}"
+                        await delivery.send_again(self.layer, HTTP_REQUEST, what)
                         worker_channel = None
                     continue  # else heard from the worker meanwhile: wait on
                 if message is None:
@@ -322,26 +322,6 @@ class RelayApplication:
             disconnect.cancel()
             if inbox is not None:
                 inbox.close()
-
-    async def _resend(self, delivery: Delivery) -> None:
-        """Send a request again whose worker is presumed dead (a full channel: next time)."""
-        silent = "fell silent" if delivery.heard is not None else "said nothing"
-        delivery.next_attempt()
-        self.stats.http_resent += 1
-        scope = delivery.message["relay"]["scope"]
-        logger.warning(
-            "the worker of %s %s %s: sending it again (attempt %d)",
-            scope.get("method"),
-            scope.get("path"),
-            silent,
-            delivery.attempt,
-        )
-        try:
-            await self.layer.send(HTTP_REQUEST, delivery.message)
-        except ChannelFull:
-            logger.warning(
-                "could not send %s %s again yet: the channel is full", scope.get("method"), scope.get("path")
-            )
 
     async def _orphaned(self, inbox: Inbox, worker_channel: str | None, deadline: float) -> None:
         """The client left before the response ended: tell the worker (once it is known)."""

@@ -18,10 +18,17 @@ twice key it by the event's id (``consumer_state.current_event_id``).
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
 from typing import Any
+
+from channels.exceptions import ChannelFull
+
+from channels_kit.layers.base import ChannelLayer
+
+logger = logging.getLogger(__name__)
 
 # Beats of silence after which a worker that spoke of a message is presumed dead.
 SILENT_BEATS = 4
@@ -79,3 +86,26 @@ class Delivery:
     def presumed_lost(self) -> bool:
         now = time.time()
         return now < self.deadline and now >= self.lost_at()
+
+    async def send_first(self, layer: ChannelLayer, channel: str) -> None:
+        """The first send. A full channel raises; any other layer error (a broker restarting)
+        counts as a lost message that goes again when presumed lost (resends off: it raises)."""
+        try:
+            await layer.send(channel, self.message)
+        except ChannelFull:
+            raise
+        except Exception as error:
+            if self.resend_after is None:
+                raise
+            logger.warning("sending to %s failed (%r); it goes again", channel, error)
+
+    async def send_again(self, layer: ChannelLayer, channel: str, what: str) -> None:
+        """The next attempt of a message whose worker is presumed dead; ``what`` names it in the
+        log. A send that fails (full, or the layer failing) is tried at the next presumed loss."""
+        silent = "fell silent" if self.heard is not None else "said nothing"
+        self.next_attempt()
+        logger.warning("the worker of %s %s: sending it again (attempt %d)", what, silent, self.attempt)
+        try:
+            await layer.send(channel, self.message)
+        except Exception as error:  # noqa: BLE001 - logged; tried again when presumed lost again
+            logger.warning("could not send %s again yet (%r)", what, error)

@@ -179,22 +179,7 @@ class WebsocketConnection:
             delivery = Delivery(message, settings.resend_after, settings.alive_every)
             done: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
             self._inflight = (self._seq, done, delivery)
-            try:
-                await self.layer.send(channel, message)
-            except ChannelFull:
-                raise
-            except Exception as error:
-                if settings.resend_after is None:
-                    raise
-                # A layer hiccup (a broker restarting): the event counts as lost, and goes
-                # again when the resend clock says so, rather than the socket closing.
-                logger.warning(
-                    "sending %s #%d of socket %s failed (%r); it goes again",
-                    channel,
-                    self._seq,
-                    self.channel,
-                    error,
-                )
+            await delivery.send_first(self.layer, channel)
             self.app.stats.websocket_events += 1
             while not done.done():
                 await asyncio.wait({done}, timeout=delivery.wait_limit())
@@ -203,7 +188,10 @@ class WebsocketConnection:
                 if time.time() >= deadline:
                     raise TimeoutError
                 if delivery.presumed_lost():
-                    await self._resend(channel, delivery)
+                    self.app.stats.websocket_events_resent += 1
+                    await delivery.send_again(
+                        self.layer, channel, f"{channel} #{self._seq} of socket {self.channel}"
+                    )
             return "done", deadline
         except ChannelFull:
             self.app.stats.websocket_events_dropped += 1
@@ -223,24 +211,6 @@ class WebsocketConnection:
             return "timeout", deadline
         finally:
             self._inflight = None
-
-    async def _resend(self, channel: str, delivery: Delivery) -> None:
-        """Send an event again whose worker is presumed dead (a full channel: next time)."""
-        silent = "fell silent" if delivery.heard is not None else "said nothing"
-        delivery.next_attempt()
-        self.app.stats.websocket_events_resent += 1
-        logger.warning(
-            "the worker of %s #%d of socket %s %s: sending it again (attempt %d)",
-            channel,
-            self._seq,
-            self.channel,
-            silent,
-            delivery.attempt,
-        )
-        try:
-            await self.layer.send(channel, delivery.message)
-        except Exception as error:  # noqa: BLE001 - full, or the layer failing: next time
-            logger.warning("could not send %s #%d again yet (%r)", channel, self._seq, error)
 
     async def _settle_connect(self, outcome: str, deadline: float) -> None:
         """After the connect event: an accept may still come until the deadline; then close cleanly."""
