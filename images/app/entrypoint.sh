@@ -16,6 +16,7 @@ set -eu
 lib=/usr/local/lib/channels-kit/entrypoint-lib.sh
 [ -f "$lib" ] || lib="$(dirname "$0")/../common/entrypoint-lib.sh"
 . "$lib"
+load_secret_files
 
 # What print_settings shows (never a secret).
 export KIT_SETTINGS_KEYS="SERVER_ROLE ASGI_MODE DJANGO_ALLOWED_HOSTS DJANGO_DEBUG POSTGRES_HOST POSTGRES_DB

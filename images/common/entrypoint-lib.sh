@@ -4,6 +4,18 @@
 # Every server listens on SERVER_BIND:PORT (0.0.0.0:8000 in the images; a platform
 # sets PORT, `make native-up` binds 127.0.0.1).
 
+# load_secret_files: for each secret NAME of the kit, when NAME is unset and NAME_FILE names
+# a file (a Docker secret under /run/secrets: the Swarm stack), NAME becomes its content.
+load_secret_files() {
+  for name in DJANGO_SECRET_KEY POSTGRES_PASSWORD RABBITMQ_PASSWORD REDIS_PASSWORD DEMO_PASSWORD; do
+    eval "file=\${${name}_FILE:-} value=\${${name}:-}"
+    if [ -n "$file" ] && [ -z "$value" ]; then
+      [ -r "$file" ] || { echo "${name}_FILE: cannot read $file" >&2; exit 2; }
+      eval "export $name=\"\$(cat \"\$file\")\""
+    fi
+  done
+}
+
 # print_settings COMMAND...: the settings named in KIT_SETTINGS_KEYS (space-separated) as one
 # line of JSON, with the command about to run. Never name a secret in KIT_SETTINGS_KEYS.
 print_settings() {

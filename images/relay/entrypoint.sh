@@ -5,6 +5,7 @@
 # Anything else is run as given (e.g. `python -c ...`).
 set -eu
 . /usr/local/lib/channels-kit/entrypoint-lib.sh
+load_secret_files
 
 # What print_settings shows (never a secret).
 export KIT_SETTINGS_KEYS="SERVER_ROLE REDIS_URLS REDIS_SOCKET_TIMEOUT RELAY_TIMEOUT MAX_REQUEST_BYTES
