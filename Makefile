@@ -42,6 +42,21 @@ native-down: ## Stop what `make native-up` runs (from another terminal); no proc
 deploy: ## Roll the workers onto new code one at a time, dropping nothing, e.g. `make deploy TAG=v2 CANARY=0.25`
 	@scripts/rollout $(if $(TAG),--tag $(TAG)) $(if $(CANARY),--canary $(CANARY)) $(DEPLOY_ARGS)
 
+swarm-nodes: ## Try Docker Swarm on this one machine: N nodes in containers (default 3) holding the kit's images, e.g. `make swarm-nodes N=3`
+	@scripts/swarm-nodes up $(N)
+
+swarm-nodes-down: ## Remove the nodes `make swarm-nodes` started
+	@scripts/swarm-nodes down
+
+swarm-up: ## Deploy the stack to the Docker Swarm the docker CLI talks to (DOCKER_HOST; docs/several-machines.md)
+	@scripts/swarm-up
+
+swarm-deploy: ## Roll the Swarm stack's workers onto a new image; Swarm rolls a failing one back, e.g. `make swarm-deploy TAG=v2`
+	@scripts/swarm-deploy $(if $(TAG),--tag $(TAG))
+
+swarm-down: ## Remove the Swarm stack and the secrets it made (volumes stay on their nodes)
+	@scripts/swarm-down
+
 build: ## Build the kit's images (base images first, when missing)
 	@scripts/build
 
