@@ -24,7 +24,8 @@ def render(tmp_path: Path, mode: str, **env: str) -> tuple[str, dict]:
     env_file = tmp_path / ".env"
     env_file.write_text("".join(f"{name}={value}\n" for name, value in SECRETS.items()))
     files = ["-f", "compose.yaml"] + (["-f", "compose/relay.yaml"] if mode == "relay" else [])
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("COMPOSE_", "REDIS_", "DOCKER_HOST"))}
+    # None of the caller's settings (make test exports HTTP_PORT, REDIS_SHARDS, ...): the defaults.
+    clean = {k: os.environ[k] for k in ("PATH", "HOME") if k in os.environ}
     config = subprocess.run(
         [
             "docker",

@@ -15,6 +15,7 @@ import itertools
 import json
 import os
 import random
+import re
 import subprocess
 import time
 import uuid
@@ -90,6 +91,23 @@ def daphne_nodes() -> dict[str, str]:
     return found
 
 
+async def until_every_nginx_reaches_every_daphne(addresses: dict[str, str], timeout: float = 60) -> None:
+    """Wait until each node's nginx has listed the three Daphnes (it re-reads the DNS every few
+    seconds: right after swarm-up, the ones that started last may be missing)."""
+    seen: dict[str, set[str]] = {node: set() for node in addresses}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for node, address in addresses.items():
+            for _ in range(6):
+                url, origin = f"ws://{address}:{PORT}/ws/chat/swarm-probe/", f"http://{address}:{PORT}"
+                async with websockets.connect(url, origin=origin, open_timeout=20) as socket:
+                    seen[node].add(json.loads(await asyncio.wait_for(socket.recv(), 20))["interface"])
+        if all(len(interfaces) == len(NODES) for interfaces in seen.values()):
+            return
+        await asyncio.sleep(1)
+    raise AssertionError(f"the nginx of each node should reach {len(NODES)} Daphnes: {seen}")
+
+
 class Member:
     """One chat member's WebSocket through one node's nginx: posts now and then, records
     what it receives and when, reconnects when its socket closes."""
@@ -162,7 +180,9 @@ def addresses(tmp_path_factory) -> Iterator[dict[str, str]]:
     """Three nodes, the stack deployed on them: node -> address. The settings are a copy of
     ENV_FILE's (images, secrets): swarm-up and swarm-deploy write to theirs."""
     env_file = tmp_path_factory.mktemp("swarm") / ".env"
-    env_file.write_text(Path(os.environ.get("ENV_FILE", REPO / ".env")).read_text())
+    settings = Path(os.environ.get("ENV_FILE", REPO / ".env")).read_text()
+    # The project's image as the kit builds it (KIT_TAG), whatever tag a rollout test recorded.
+    env_file.write_text(re.sub(r"(?m)^APP_TAG=.*$", "APP_TAG=", settings))
     env_file.chmod(0o600)
     SETTINGS["ENV_FILE"] = str(env_file)
     run("scripts/swarm-nodes", "down", node=None, check=False)
@@ -186,6 +206,7 @@ def addresses(tmp_path_factory) -> Iterator[dict[str, str]]:
             REDIS_SOCKET_TIMEOUT="",
         )
         assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+        asyncio.run(until_every_nginx_reaches_every_daphne(found))
         yield found
     finally:
         if os.environ.get("SWARM_TEST_KEEP") != "1":
@@ -238,8 +259,9 @@ def test_a_room_spans_daphnes_on_every_node(addresses, capsys):
 
 def test_rolling_worker_update_under_load_drops_nothing(addresses, capsys):
     tag = "swarm-v2"
+    current = running_tasks("worker")[0][1].split("@")[0]
     for node in NODES:  # the new release reaches every node (as a registry would bring it)
-        docker("tag", "channels-kit/app:dev", f"channels-kit/app:{tag}", node=node)
+        docker("tag", current, f"channels-kit/app:{tag}", node=node)
     rooms = [f"swarm-roll-{n}-{uuid.uuid4().hex[:6]}" for n in range(4)]
     members = [Member(n, rooms[n % 4], addresses[NODES[n % 3]]) for n in range(120)]
     started = time.monotonic()
