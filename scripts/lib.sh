@@ -23,6 +23,13 @@ env_get() {
   sed -n "s/^${key}=//p" "$file" | tail -n 1
 }
 
+# setting KEY [DEFAULT]: KEY from the environment, else from the dotenv file, else DEFAULT.
+setting() {
+  local value="${!1:-}"
+  [[ -n "$value" ]] || value=$(env_get "$1")
+  echo "${value:-${2:-}}"
+}
+
 # env_set KEY VALUE [FILE]: set KEY=VALUE in a dotenv file, in place when KEY is
 # already there (the first line wins, later duplicates are dropped), else appended.
 env_set() {

@@ -3,13 +3,6 @@
 
 STACK=${SWARM_STACK:-channels-kit}
 
-# setting NAME [DEFAULT]: NAME from the environment, else from .env, else DEFAULT.
-setting() {
-  local value="${!1:-}"
-  [[ -n "$value" ]] || value=$(env_get "$1")
-  echo "${value:-${2:-}}"
-}
-
 require_manager() {
   have docker || die "docker is not installed (scripts/install-docker)"
   [[ "$(docker info --format '{{.Swarm.ControlAvailable}}' 2>/dev/null)" == true ]] ||

@@ -155,6 +155,18 @@ class Member:
             pass
 
 
+async def start(
+    members: list[Member], posting: asyncio.Event, stop: asyncio.Event, every: tuple[float, float]
+) -> list[asyncio.Future]:
+    """Connect the members a few milliseconds apart, as people arrive; each posts every
+    ``every`` seconds (a random pause in that range) while ``posting`` is set."""
+    tasks = []
+    for member in members:
+        tasks.append(asyncio.ensure_future(member.run(posting, stop, every)))
+        await asyncio.sleep(0.03)
+    return tasks
+
+
 def posts_of(members: list[Member], room: str, since: float = 0.0, until: float = float("inf")) -> set[str]:
     """The posts sent to ``room`` (between ``since`` and ``until``)."""
     return {
@@ -233,7 +245,7 @@ def test_a_room_spans_daphnes_on_every_node(addresses, capsys):
 
     async def scenario() -> None:
         posting, stop = asyncio.Event(), asyncio.Event()
-        tasks = [asyncio.ensure_future(m.run(posting, stop, (0.5, 1.5))) for m in members]
+        tasks = await start(members, posting, stop, (0.5, 1.5))
         await asyncio.sleep(5)
         posting.set()
         await asyncio.sleep(4)
@@ -268,10 +280,7 @@ def test_rolling_worker_update_under_load_drops_nothing(addresses, capsys):
 
     async def scenario() -> subprocess.CompletedProcess:
         posting, stop = asyncio.Event(), asyncio.Event()
-        tasks = []
-        for member in members:
-            tasks.append(asyncio.ensure_future(member.run(posting, stop, (5.0, 9.0))))
-            await asyncio.sleep(0.03)
+        tasks = await start(members, posting, stop, (5.0, 9.0))
         await asyncio.sleep(3)
         posting.set()
         await asyncio.sleep(3)
@@ -349,10 +358,7 @@ def test_a_lost_node(addresses, capsys):
     async def scenario() -> None:
         nonlocal lost_shard
         posting, stop = asyncio.Event(), asyncio.Event()
-        tasks = []
-        for member in members:
-            tasks.append(asyncio.ensure_future(member.run(posting, stop, (2.0, 4.0))))
-            await asyncio.sleep(0.03)
+        tasks = await start(members, posting, stop, (2.0, 4.0))
         await asyncio.sleep(4)
         posting.set()
         await asyncio.sleep(5)
