@@ -127,7 +127,7 @@ class Member:
         while not stop.is_set():
             try:
                 async with websockets.connect(self.url, origin=self.origin, open_timeout=20) as socket:
-                    hello = json.loads(await asyncio.wait_for(socket.recv(), 20))
+                    hello = await asyncio.wait_for(self._hello(socket), 20)
                     self.interfaces.append(hello["interface"].split("/", 1)[1])
                     self.opened_at.append(time.monotonic())
                     reader = asyncio.ensure_future(self._read(socket))
@@ -145,14 +145,25 @@ class Member:
             self.closed_at.append(time.monotonic())
             await asyncio.sleep(0.5)
 
+    async def _hello(self, socket) -> dict:
+        """The hello frame. The room's messages may come first: the consumer joins the room
+        before it accepts (a post made meanwhile reaches the socket before its hello)."""
+        while True:
+            event = json.loads(await socket.recv())
+            if event.get("type") == "hello":
+                return event
+            self._record(event)
+
     async def _read(self, socket) -> None:
         try:
             async for frame in socket:
-                event = json.loads(frame)
-                if event.get("type") == "message":
-                    self.received.setdefault(event["message"], time.monotonic())
+                self._record(json.loads(frame))
         except websockets.ConnectionClosed:
             pass
+
+    def _record(self, event: dict) -> None:
+        if event.get("type") == "message":
+            self.received.setdefault(event["message"], time.monotonic())
 
 
 async def start(
