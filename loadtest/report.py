@@ -3,6 +3,8 @@
     python report.py summary DIR [--display DIR]   print the summary of one run (DIR/stats_summary.json)
     python report.py scaling DIR                   write DIR/README.md, plots and scaling.csv from
                                                    DIR/points/<axis>-<size>/ and DIR/meta.json
+    python report.py broadcast DIR [--limit MS]    plot DIR/results.jsonl of `make bench-broadcast`
+                                                   (p95 against clients, per server) to DIR/broadcast.png
 
 Runs in the loadtest image (matplotlib is there); the summary needs the standard library only.
 """
@@ -319,6 +321,38 @@ def write_scaling(directory: Path) -> Path:
     return readme
 
 
+def plot_broadcast(directory: Path, limit_ms: float) -> Path:
+    """p95 (send to last receipt) against the client count, a line per server; the PNG's path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines = (directory / "results.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines if line.strip()]
+    figure, axes = plt.subplots(figsize=(8, 4.5), dpi=100)
+    for target in dict.fromkeys(row["target"] for row in rows):
+        steps = [row for row in rows if row["target"] == target]
+        axes.plot([r["clients"] for r in steps], [r["p95_ms"] for r in steps], marker="o", label=target)
+    axes.axhline(limit_ms, linestyle="--", color="grey", label=f"limit {limit_ms:g} ms")
+    axes.set(
+        xscale="log",
+        xlabel="clients (log scale)",
+        ylabel="p95 ms, send to last receipt",
+        title="Broadcast, websocket-shootout method: 4 broadcasts in flight",
+    )
+    ticks = sorted({row["clients"] for row in rows})
+    axes.set_xticks(ticks, [f"{n:,}" for n in ticks], rotation=45)
+    axes.minorticks_off()
+    axes.set_ylim(bottom=0, top=max(3 * limit_ms, min(max(r["p95_ms"] for r in rows), 6 * limit_ms)))
+    axes.legend()
+    figure.tight_layout()
+    path = directory / "broadcast.png"
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -329,9 +363,15 @@ def main(argv: list[str] | None = None) -> int:
     summary.add_argument("--display", help="the directory as the user sees it (host path)")
     scaling = commands.add_parser("scaling", help="write the scaling report")
     scaling.add_argument("directory", type=Path)
+    broadcast = commands.add_parser("broadcast", help="plot a broadcast benchmark's results")
+    broadcast.add_argument("directory", type=Path)
+    broadcast.add_argument("--limit", type=float, default=500.0, help="the p95 limit in ms (a line)")
     args = parser.parse_args(argv)
     if args.command == "summary":
         print("\n".join(summary_lines(load_summary(args.directory), args.display or str(args.directory))))
+        return 0
+    if args.command == "broadcast":
+        print(plot_broadcast(args.directory, args.limit))
         return 0
     readme = write_scaling(args.directory)
     print(readme.read_text().split("## Method")[0].rstrip())

@@ -1,4 +1,4 @@
-"""Consumer helpers for fan-out that works the same in direct and relay mode.
+"""Consumer helpers: fan-out that works the same in direct and relay mode, and a lean dispatch.
 
 A group message of type ``websocket.send`` is a ready frame. In relay mode the
 interface servers write it to their member sockets themselves, with no worker in
@@ -14,6 +14,8 @@ same in direct mode, so one consumer serves both::
 from __future__ import annotations
 
 from typing import Any
+
+from channels.consumer import get_handler_name
 
 FRAME_TYPE = "websocket.send"
 
@@ -34,3 +36,26 @@ class GroupFrameMixin:
             if message.get(key) is not None:
                 frame[key] = message[key]
         await self.base_send(frame)
+
+
+class NoConnectionCheckMixin:
+    """Handles each message without Channels' database-connection check first.
+
+    Since Channels 4.2 a consumer's ``dispatch`` runs ``close_old_connections`` in Django's
+    one sync thread before every message it handles: a hop to that thread and back per
+    message, and all consumers of a process queue for the one thread. In direct mode a
+    group message to 1,000 sockets is 1,000 hops (docs/benchmarks.md measured it at about
+    half of Daphne's busy time in the broadcast benchmark). A consumer that reaches the
+    database only through ``database_sync_to_async`` (which runs the same check in its
+    thread, before and after the call) or not at all needs none of them::
+
+        class EchoConsumer(NoConnectionCheckMixin, AsyncWebsocketConsumer): ...
+
+    The check on disconnect stays (once per socket).
+    """
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)

@@ -18,7 +18,8 @@ mode, the relay's in relay mode; ``manage.py runall`` serves with the same class
   bursts of up to ``WS_MESSAGE_BURST``) is closed with 1008, "policy violation"; what it
   sent over the limit reaches no application. 0 turns the limit off.
 
-With ``DAPHNE_METRICS_PORT`` it also serves Prometheus ``/metrics``
+It runs on the event loop ``EVENT_LOOP`` names (uvloop when installed:
+``channels_kit.event_loop``). With ``DAPHNE_METRICS_PORT`` it also serves Prometheus ``/metrics``
 (``channels_kit.observe.daphne_metrics``).
 """
 
@@ -29,13 +30,18 @@ import random
 import sys
 import time
 
-from autobahn.websocket.protocol import WebSocketProtocol as AutobahnProtocol
-from daphne.cli import CommandLineInterface
-from daphne.server import Server
-from daphne.ws_protocol import WebSocketProtocol
-from twisted.internet import defer, reactor, task
+from channels_kit.event_loop import install_twisted_reactor
 
-from channels_kit.conf import env_float, env_int
+# Before Daphne's import installs a reactor on a loop of its own: EVENT_LOOP's (uvloop).
+EVENT_LOOP = install_twisted_reactor()
+
+from autobahn.websocket.protocol import WebSocketProtocol as AutobahnProtocol  # noqa: E402
+from daphne.cli import CommandLineInterface  # noqa: E402
+from daphne.server import Server  # noqa: E402
+from daphne.ws_protocol import WebSocketProtocol  # noqa: E402
+from twisted.internet import defer, reactor, task  # noqa: E402
+
+from channels_kit.conf import env_float, env_int  # noqa: E402
 
 # Named, not __name__: run as ``python -m``, this module is __main__.
 logger = logging.getLogger("channels_kit.interface_server")
@@ -121,6 +127,7 @@ class KitDaphneServer(Server):
         # Daphne builds its WebSocket factory inside run(); it must be set up before the
         # first connection, which the reactor accepts only once it runs.
         reactor.callWhenRunning(self._configure_websockets)
+        logger.info("serving on the %s event loop", EVENT_LOOP)
         super().run()
 
     def _configure_websockets(self) -> None:

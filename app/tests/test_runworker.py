@@ -116,6 +116,7 @@ def test_sigterm_lets_the_running_job_finish_and_leaves_the_queue_in_redis(proje
     out = project.stdout()
     routed = "routed ['jobs', 'jobs.slow'], relayed [], only [], exclude ['jobs.*']"
     assert f"runworker: serving jobs (named [], {routed})" in out
+    assert "uvloop event loop)" in out  # EVENT_LOOP's default, the package being installed
     assert "SIGTERM: taking no new messages; 1 in flight" in out
     assert "drained: 1 message(s) handled, 0 failed" in out
 

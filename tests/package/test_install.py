@@ -161,7 +161,7 @@ def full(tmp_path_factory, wheel, constraints) -> Environment:
     """The wheel with every extra."""
     return make_environment(
         tmp_path_factory.mktemp("full"),
-        f"{wheel}[redis,rabbitmq,postgres,metrics,daphne,testing]",
+        f"{wheel}[redis,rabbitmq,postgres,metrics,daphne,speed,testing]",
         constraints,
     )
 
@@ -178,7 +178,7 @@ def test_the_wheel_holds_every_module_and_the_package_metadata(wheel):
     version = re.search(r'__version__ = "([^"]+)"', (SOURCE / "__init__.py").read_text()).group(1)
     assert metadata["Version"] == version
     assert metadata["License-Expression"] == "BSD-3-Clause"
-    assert {"redis", "metrics", "daphne", "testing"} <= set(metadata.get_all("Provides-Extra"))
+    assert {"redis", "metrics", "daphne", "speed", "testing"} <= set(metadata.get_all("Provides-Extra"))
     assert "Typing :: Typed" in metadata.get_all("Classifier")
     assert metadata["Description-Content-Type"] == "text/markdown"
 
@@ -201,6 +201,13 @@ def test_without_extras_the_kit_imports_and_names_the_extra_it_misses(bare):
         bare.python, "-c", "from channels_kit.layers import RedisChannelLayer", cwd=bare.project, check=False
     )
     assert "No module named 'channels_redis'" in result.stderr
+    # Without uvloop the kit runs on asyncio's loop; asked for uvloop, it names the extra.
+    probe = "from channels_kit.event_loop import loop_name; print(loop_name())"
+    env = {"PATH": str(bare.python.parent)}
+    assert run(bare.python, "-c", probe, cwd=bare.project, env=env).stdout.strip() == "asyncio"
+    env = {"EVENT_LOOP": "uvloop", "PATH": str(bare.python.parent)}
+    result = run(bare.python, "-c", probe, cwd=bare.project, env=env, check=False)
+    assert "pip install 'channels-kit[speed]'" in result.stderr, result.stderr
     # The backend switch names the extra of a backend that is not installed.
     probe = "from channels_kit.conf import channel_layers_from_env; channel_layers_from_env()"
     for backend, server in (("rabbitmq", "RABBITMQ_HOST"), ("postgres", "POSTGRES_HOST")):
@@ -243,6 +250,8 @@ def test_with_every_extra_every_module_imports_and_the_commands_run(full):
     ).stdout.split(" ", 3)
     assert (healthz, readyz) == ("200", "503") and served_by.startswith("django/")
     assert json.loads(checks)["checks"]["channel_layer"]["ok"] is True
+    probe = "from channels_kit.event_loop import loop_name; print(loop_name())"
+    assert run(full.python, "-c", probe, cwd=full.project, env=env).stdout.strip() == "uvloop"
     for command in ("runworker", "channels_status", "runall"):
         assert full.django(command, "--help").stdout.startswith("usage:")
     assert "System check identified no issues" in full.django("check").stdout

@@ -20,6 +20,7 @@ from typing import Any
 
 from channels.worker import Worker
 
+from channels_kit.event_loop import new_event_loop
 from channels_kit.layers.base import ChannelLayer, DrainableLayer, inspector_for
 from channels_kit.observe.worker_state import WorkerStatePublisher
 from channels_kit.worker.slots import ChannelStats, ConsumerSlot, Handler, RelaySlot, Send, Slot
@@ -139,7 +140,7 @@ class KitWorker(Worker):
 
     def run(self) -> None:
         """Serve until SIGTERM or SIGINT, drain, return; exit at once if work was abandoned."""
-        with asyncio.Runner() as runner:
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
             runner.run(self.arun(handle_signals=True))
             if self.abandoned:
                 # Abandoned sync consumers keep running in threads that interpreter
@@ -167,9 +168,10 @@ class KitWorker(Worker):
         beating = self.heartbeat_path or self.state_publisher
         beat = asyncio.ensure_future(self.heartbeat()) if beating else None
         logger.info(
-            "worker serving channels %s (grace period %gs)",
+            "worker serving channels %s (grace period %gs, %s event loop)",
             ", ".join(f"{channel} x{self.concurrency[channel]}" for channel in self.channels),
             self.grace_period,
+            type(self.loop).__module__.split(".")[0],
         )
         tasks = {asyncio.ensure_future(slot.run()): slot for slot in self.slots}
         stop = asyncio.ensure_future(self._stop.wait())

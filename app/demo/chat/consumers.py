@@ -15,7 +15,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocke
 from django.conf import settings
 from django.utils import timezone
 
-from channels_kit.consumers import GroupFrameMixin, group_frame
+from channels_kit.consumers import GroupFrameMixin, NoConnectionCheckMixin, group_frame
 from channels_kit.observe.identity import interface_identity, server_identity
 from channels_kit.relay.consumer_state import current_event_id
 from chat.models import Message, Task
@@ -59,7 +59,7 @@ def chat_message_frame(message: Message) -> dict:
     return group_frame(json.dumps(message.as_event()))
 
 
-class ChatConsumer(GroupFrameMixin, AsyncJsonWebsocketConsumer):
+class ChatConsumer(NoConnectionCheckMixin, GroupFrameMixin, AsyncJsonWebsocketConsumer):
     """``/ws/chat/<room>/``: hello frame first, then every message in the room.
 
     A page that reconnects asks for what it missed with ``?after=<last message id>``: the
@@ -128,7 +128,7 @@ class ChatConsumer(GroupFrameMixin, AsyncJsonWebsocketConsumer):
             return None
 
 
-class EchoConsumer(AsyncWebsocketConsumer):
+class EchoConsumer(NoConnectionCheckMixin, AsyncWebsocketConsumer):
     """``/ws/echo/``: every frame straight back (the WebSocket benchmark's endpoint).
 
     ``/ws/echo/?ms=<n>``: each frame comes back after ``n`` ms (at most 1000), as a handler
@@ -152,7 +152,7 @@ class EchoConsumer(AsyncWebsocketConsumer):
 SHOOTOUT_GROUP = "shootout"
 
 
-class ShootoutConsumer(GroupFrameMixin, AsyncWebsocketConsumer):
+class ShootoutConsumer(NoConnectionCheckMixin, GroupFrameMixin, AsyncWebsocketConsumer):
     """``/ws/shootout/``: the protocol of the websocket-shootout benchmark (hashrocket), so
     the field's own tools and ``make bench-broadcast`` can drive the kit.
 

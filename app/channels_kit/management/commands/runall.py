@@ -92,11 +92,11 @@ class Command(BaseCommand):
                 )
             logger.warning(IN_MEMORY_WARNING)
         try:
-            # Importing Daphne's server installs Twisted's asyncio reactor: do it first.
+            # The kit's server module installs Twisted's asyncio reactor (on EVENT_LOOP's
+            # loop, which the worker then shares): import it before anything of Twisted.
+            from channels_kit.interface_server import KitDaphneServer  # isort: skip
             from daphne.endpoints import build_endpoint_description_strings
             from twisted.internet import defer, reactor
-
-            from channels_kit.interface_server import KitDaphneServer
         except ImportError as exc:
             raise CommandError(f"runall needs Daphne ({exc}): pip install 'channels-kit[daphne]'") from None
 
