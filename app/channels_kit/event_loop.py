@@ -10,12 +10,9 @@ and every coroutine of the relay run on it. Measured in docs/benchmarks.md.
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
-
-logger = logging.getLogger(__name__)
 
 CHOICES = ("auto", "uvloop", "asyncio")
 
@@ -47,6 +44,11 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
+def loop_kind(loop: asyncio.AbstractEventLoop) -> str:
+    """``uvloop`` or ``asyncio``: the package a running loop comes from (for the logs)."""
+    return type(loop).__module__.split(".")[0]
+
+
 def install_twisted_reactor() -> str:
     """Install Twisted's asyncio reactor on :func:`new_event_loop`; returns the loop's name.
 
@@ -56,12 +58,11 @@ def install_twisted_reactor() -> str:
     """
     if "twisted.internet.reactor" in sys.modules:
         loop = getattr(sys.modules["twisted.internet.reactor"], "_asyncioEventloop", None)
-        return type(loop).__module__.split(".")[0] if loop is not None else "none"
+        return loop_kind(loop) if loop is not None else "none"
     from twisted.internet import asyncioreactor
 
-    name = loop_name()
     loop = new_event_loop()
     if "ASGI_THREADS" in os.environ:  # as Daphne does for its own loop
         loop.set_default_executor(ThreadPoolExecutor(max_workers=int(os.environ["ASGI_THREADS"])))
     asyncioreactor.install(loop)
-    return name
+    return loop_kind(loop)

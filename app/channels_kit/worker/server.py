@@ -20,7 +20,7 @@ from typing import Any
 
 from channels.worker import Worker
 
-from channels_kit.event_loop import new_event_loop
+from channels_kit.event_loop import loop_kind, new_event_loop
 from channels_kit.layers.base import ChannelLayer, DrainableLayer, inspector_for
 from channels_kit.observe.worker_state import WorkerStatePublisher
 from channels_kit.worker.slots import ChannelStats, ConsumerSlot, Handler, RelaySlot, Send, Slot
@@ -171,7 +171,7 @@ class KitWorker(Worker):
             "worker serving channels %s (grace period %gs, %s event loop)",
             ", ".join(f"{channel} x{self.concurrency[channel]}" for channel in self.channels),
             self.grace_period,
-            type(self.loop).__module__.split(".")[0],
+            loop_kind(self.loop),
         )
         tasks = {asyncio.ensure_future(slot.run()): slot for slot in self.slots}
         stop = asyncio.ensure_future(self._stop.wait())
