@@ -12,6 +12,13 @@ Pick scenarios with SCENARIO, a comma-separated list of
 
 Every task is also tagged with its scenario's name, so `--tags chat tasks` (or
 `--exclude-tags fanout`) selects the same way from the classes SCENARIO loaded.
+
+With LOADTEST_SPEC (a project's description, spec.py) the generic scenarios run instead:
+
+    project-pages  GET the description's paths, by weight, checking each status
+    project-ws     WebSocket members of rooms send the description's message; WSDELIVER = send ->
+                   each copy that must come back (echo: the sender; broadcast: the room)
+    mixed          both parts the description has
 """
 
 from __future__ import annotations
@@ -28,29 +35,54 @@ from scenarios import limits as _limits  # noqa: F401
 from scenarios import metrics as _metrics  # noqa: F401
 
 
-def selected_scenarios(value: str) -> list[str]:
+def selected_scenarios(
+    value: str, classes: dict[str, list[type[User]]] | None = None, mixed: tuple[str, ...] = MIXED
+) -> list[str]:
     """Scenario names from SCENARIO (``mixed`` expands); exits with the choices on a bad name."""
+    classes = DEMO_CLASSES if classes is None else classes
     names: list[str] = []
     for name in (part.strip() for part in value.split(",")):
         if name == "mixed":
-            names.extend(MIXED)
-        elif name in USER_CLASSES:
+            names.extend(mixed)
+        elif name in classes:
             names.append(name)
         elif name:
-            choices = ", ".join([*USER_CLASSES, "mixed"])
+            choices = ", ".join([*classes, "mixed"])
             raise SystemExit(f"SCENARIO: unknown scenario {name!r}; choose from: {choices}")
-    return names or list(MIXED)
+    return names or list(mixed)
 
 
-def expose(selected: list[str]) -> None:
+def expose(selected: list[str], classes: dict[str, list[type[User]]] | None = None) -> None:
     """Put every user class in this module, the unselected ones abstract (Locust runs the others)."""
-    for name, user_class in USER_CLASSES.items():
-        user_class.abstract = name not in selected
-        globals()[user_class.__name__] = user_class
+    for name, user_classes in (DEMO_CLASSES if classes is None else classes).items():
+        for user_class in user_classes:
+            user_class.abstract = name not in selected
+            globals()[user_class.__name__] = user_class
 
 
-SELECTED = selected_scenarios(os.environ.get("SCENARIO", "mixed"))
-expose(SELECTED)
+def project_classes(path: str) -> dict[str, list[type[User]]]:
+    """The generic scenarios of the description at ``path``; exits with the reason when it is wrong."""
+    from scenarios.project import user_classes
+    from spec import SpecError, check_scenarios, load
+
+    display = os.environ.get("LOADTEST_SPEC_SOURCE") or path
+    try:
+        spec = load(path, display)
+        check_scenarios(spec, os.environ.get("SCENARIO", "mixed"))
+    except SpecError as exc:
+        raise SystemExit(f"LOADTEST_SPEC: {exc}") from None
+    return user_classes(spec)
+
+
+DEMO_CLASSES: dict[str, list[type[User]]] = {name: [cls] for name, cls in USER_CLASSES.items()}
+SPEC = os.environ.get("LOADTEST_SPEC", "")
+if SPEC:
+    CLASSES = project_classes(SPEC)
+    SELECTED = selected_scenarios(os.environ.get("SCENARIO", "mixed"), CLASSES, tuple(CLASSES))
+else:
+    CLASSES = DEMO_CLASSES
+    SELECTED = selected_scenarios(os.environ.get("SCENARIO", "mixed"))
+expose(SELECTED, CLASSES)
 
 
 def _task_tags(user_class: type[User]) -> list[set[str]]:

@@ -49,8 +49,10 @@ def summary_lines(summary: dict[str, Any], display: str) -> list[str]:
     total = summary["total"]
     failures = total["failures"]
     share = 100.0 * failures / total["requests"] if total["requests"] else 0.0
+    described = f" from {summary['spec']}" if summary.get("spec") else ""
     lines = [
-        f"scenario {summary['scenario']}, {summary['users']} users (spawn {summary['spawn_rate']}/s), "
+        f"scenario {summary['scenario']}{described}, {summary['users']} users "
+        f"(spawn {summary['spawn_rate']}/s), "
         f"{summary['duration_s']:g} s against {summary['host']}",
         f"total: {total['requests']:,} requests and events, {total['rps']:,.1f}/s, "
         f"failures {failures:,} ({share:.2f} %)",

@@ -30,6 +30,26 @@ setting() {
   echo "${value:-${2:-}}"
 }
 
+# project_dir: the directory of the project the kit deploys, absolute: PROJECT_DIR (the
+# environment, else .env), relative to the kit's root unless absolute; default app/demo.
+project_dir() {
+  local dir
+  dir=$(setting PROJECT_DIR app/demo)
+  [[ "$dir" == /* ]] || dir="$KIT_ROOT/$dir"
+  if [[ -d "$dir" ]]; then (cd "$dir" && pwd); else echo "$dir"; fi
+}
+
+# use_demo_project: the benchmarks measure the kit on its demo (its endpoints), whatever
+# project .env names: from here on this script reads and writes a copy of the env file
+# (.env.bench), which points at the demo, so the user's .env and its PROJECT_DIR stay.
+use_demo_project() {
+  local copy="$KIT_ROOT/.env.bench"
+  if [[ -f "$ENV_FILE" ]]; then cp "$ENV_FILE" "$copy"; else : >"$copy"; fi
+  chmod 600 "$copy"
+  export ENV_FILE="$copy" COMPOSE_ENV_FILES="$copy" PROJECT_DIR=app/demo
+  unset DJANGO_SETTINGS_MODULE PROJECT_REQUIREMENTS SLOW_CHANNELS
+}
+
 # env_set KEY VALUE [FILE]: set KEY=VALUE in a dotenv file, in place when KEY is
 # already there (the first line wins, later duplicates are dropped), else appended.
 env_set() {

@@ -68,6 +68,46 @@ locust_point() {
   return "$status"
 }
 
+# select_loadtest_spec: what Locust runs. LOADTEST_SPEC (environment, else .env; a path relative
+# to the kit or absolute): the generic scenarios from that description. No LOADTEST_SPEC while the
+# stack runs a project other than the demo (PROJECT_DIR): loadtest/project-default.toml (GET /
+# only), with a note on describing more. Else the demo's scenarios. Exports LOADTEST_SPEC_FILE
+# (absolute; compose/loadtest.yaml mounts it) and LOADTEST_SPEC_DISPLAY, or unsets them.
+select_loadtest_spec() {
+  local spec project
+  unset LOADTEST_SPEC_FILE LOADTEST_SPEC_DISPLAY
+  spec=$(setting LOADTEST_SPEC)
+  project=$(setting PROJECT_DIR)
+  if [[ -n "$spec" ]]; then
+    LOADTEST_SPEC_DISPLAY=$spec
+    [[ "$spec" == /* ]] || spec="$KIT_ROOT/$spec"
+    [[ -f "$spec" && -r "$spec" ]] \
+      || die "LOADTEST_SPEC=$LOADTEST_SPEC_DISPLAY: no readable file at $spec (a TOML description," \
+        "relative to $KIT_ROOT or absolute; format: loadtest/README.md)"
+  elif [[ -n "$project" && "$(cd "$KIT_ROOT" && realpath -m "$project")" != "$KIT_ROOT/app/demo" ]]; then
+    spec="$KIT_ROOT/loadtest/project-default.toml"
+    LOADTEST_SPEC_DISPLAY=${spec#"$KIT_ROOT/"}
+    log "PROJECT_DIR=$project and no LOADTEST_SPEC: fetching / only ($LOADTEST_SPEC_DISPLAY)." \
+      "Describe your pages and WebSocket in a TOML file (loadtest/README.md, \"Your project's load" \
+      "test\"; tests/projects/mysite-loadtest.toml is one) and run LOADTEST_SPEC=that-file make loadtest"
+  else
+    return 0
+  fi
+  export LOADTEST_SPEC_FILE="$spec" LOADTEST_SPEC_DISPLAY
+}
+
+# check_loadtest_spec: with a description selected, validate it and SCENARIO in the loadtest
+# image before Locust starts, and print what it runs; dies with the file, key and value at fault.
+check_loadtest_spec() {
+  [[ -n "${LOADTEST_SPEC_FILE:-}" ]] || return 0
+  local out
+  out=$(run_locust 60 python spec.py check /loadtest/spec/spec.toml \
+    --display "$LOADTEST_SPEC_DISPLAY" --scenario "${SCENARIO:-mixed}" 2>&1) \
+    || die "$(sed -n 's/^error: //p' <<<"$out" | grep . || echo "$out")"
+  log "generic scenarios from $LOADTEST_SPEC_DISPLAY:"
+  sed 's/^/    /' <<<"$out" >&2
+}
+
 # wrk_figures: read `wrk --latency` output on stdin, print "rps p99_ms errors" (non-2xx/3xx
 # responses plus socket errors).
 wrk_figures() {

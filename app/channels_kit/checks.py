@@ -3,6 +3,9 @@
 ``channels_kit`` and ``channels`` both ship a ``runworker`` command, and Django runs the
 one of the app listed first in ``INSTALLED_APPS``. With ``channels`` first, the upstream
 worker would run silently: no channel filters, no bounded prefetch, no SIGTERM drain.
+
+A variable set in the environment that the kit does not read but that looks like one it
+does (``REDIS_ULR``) is a warning: the kit would silently use its default instead.
 """
 
 from __future__ import annotations
@@ -10,9 +13,12 @@ from __future__ import annotations
 from typing import Any
 
 from django.apps import apps
-from django.core.checks import Error, register
+from django.core.checks import Error, Warning, register
+
+from channels_kit.conf import lookalike_message, lookalikes
 
 APP_ORDER_ID = "channels_kit.E001"
+LOOKALIKE_ID = "channels_kit.W001"
 
 
 @register()
@@ -30,4 +36,18 @@ def check_app_order(app_configs: Any = None, **kwargs: Any) -> list[Error]:
             hint="Put 'channels_kit' before 'channels' in INSTALLED_APPS.",
             id=APP_ORDER_ID,
         )
+    ]
+
+
+@register()
+def check_variable_names(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
+    """No variable set that looks like a typo of one the kit reads (``channels_kit.conf.VARIABLES``)."""
+    return [
+        Warning(
+            lookalike_message(name, meant),
+            hint=f"Rename it to {meant}, or silence {LOOKALIKE_ID} (SILENCED_SYSTEM_CHECKS) if it is "
+            "another program's.",
+            id=LOOKALIKE_ID,
+        )
+        for name, meant in lookalikes()
     ]

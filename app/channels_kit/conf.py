@@ -8,15 +8,22 @@ in every container, keeps them identical. The variables are documented in the ki
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from importlib.util import find_spec
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from channels_kit.layers.base import ChannelLayer
+
+logger = logging.getLogger(__name__)
 
 IN_MEMORY_BACKEND = "channels.layers.InMemoryChannelLayer"
 REDIS_BACKEND = "channels_kit.layers.redis.RedisChannelLayer"
@@ -44,15 +51,19 @@ def env_bool(name: str, default: bool = False) -> bool:
     raise ImproperlyConfigured(f"{name}={raw!r} is not a yes/no value")
 
 
-def env_int(name: str, default: int) -> int:
-    """An integer setting."""
+def env_int(name: str, default: int, minimum: int | None = None, maximum: int | None = None) -> int:
+    """An integer setting, within ``minimum`` and ``maximum`` when given."""
     raw = env_str(name)
     if not raw:
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise ImproperlyConfigured(f"{name}={raw!r} is not an integer") from None
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        allowed = f"from {minimum} to {maximum}" if maximum is not None else f"of at least {minimum}"
+        raise ImproperlyConfigured(f"{name}={raw!r}: expected an integer {allowed}")
+    return value
 
 
 def env_float(name: str, default: float) -> float:
@@ -71,14 +82,163 @@ def env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
 
 
-def redis_urls() -> list[str]:
-    """The Redis servers of the channel layer: ``REDIS_URLS`` (several: shards of one layer),
-    else a platform's single ``REDIS_TLS_URL`` or ``REDIS_URL``."""
+# --- layer URLs: parsed and checked, named with their variable in every error ---------
+
+MASKED = "***"
+
+
+def masked(url: str) -> str:
+    """``url`` for messages: its password (``user:secret@``, ``password=`` options, libpq's
+    ``password=secret``) shown as ``***``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    at = rest.rfind("@", 0, rest.find("?") if "?" in rest else len(rest))
+    if at >= 0:
+        user, colon, _ = rest[:at].partition(":")
+        rest = f"{user}:{MASKED}@{rest[at + 1 :]}" if colon else f"{MASKED}@{rest[at + 1 :]}"
+    return re.sub(r"(password=)[^&\s]*", rf"\g<1>{MASKED}", f"{scheme}{sep}{rest}", flags=re.I)
+
+
+def _number(kind: type, minimum: float) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        try:
+            number = kind(value)
+        except ValueError:
+            return "is not an integer" if kind is int else "is not a number"
+        return f"is below {minimum:g}" if number < minimum else None
+
+    return check
+
+
+def _one_of(*words: str) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        return None if value.lower() in words else f"is not one of {', '.join(words)}"
+
+    return check
+
+
+def _any_text(value: str) -> str | None:
+    return None
+
+
+_yes_no = _one_of(*sorted(TRUE_WORDS | FALSE_WORDS))
+
+# The options a Redis URL of the layer may carry (redis-py reads them from the query).
+REDIS_URL_OPTIONS: dict[str, Callable[[str], str | None]] = {
+    "db": _number(int, 0),
+    "username": _any_text,
+    "password": _any_text,
+    "client_name": _any_text,
+    "socket_timeout": _number(float, 0.001),
+    "socket_connect_timeout": _number(float, 0.001),
+    "socket_keepalive": _yes_no,
+    "socket_read_size": _number(int, 1),
+    "retry_on_timeout": _yes_no,
+    "health_check_interval": _number(int, 0),
+    "max_connections": _number(int, 1),
+    "timeout": _number(float, 0),
+    "protocol": _one_of("2", "3"),
+}
+# ... and a rediss:// URL's TLS options.
+REDIS_TLS_OPTIONS: dict[str, Callable[[str], str | None]] = {
+    "ssl_cert_reqs": _one_of("none", "optional", "required"),
+    "ssl_ca_certs": _any_text,
+    "ssl_ca_path": _any_text,
+    "ssl_certfile": _any_text,
+    "ssl_keyfile": _any_text,
+    "ssl_check_hostname": _yes_no,
+    "ssl_ciphers": _any_text,
+    "ssl_min_version": _number(int, 0),
+}
+REDIS_FORMS = (
+    "redis://[[user]:password@]host[:port][/db], rediss://[[user]:password@]host[:port][/db] "
+    "(TLS) or unix://[[user]:password@]/path/to/redis.sock[?db=N], with redis-py's options "
+    "after a '?'"
+)
+AMQP_FORMS = "amqp://user:password@host[:port][/vhost] or amqps://user:password@host[:port][/vhost] (TLS)"
+POSTGRES_FORMS = (
+    "postgresql://[user[:password]@][host][:port][/dbname][?options] (or postgres://...), "
+    "or libpq's key=value form (host=... dbname=...)"
+)
+
+
+def _authority_problem(url: str, schemes: tuple[str, ...], need_host: bool = True) -> str | None:
+    """What is wrong with the scheme, host or port of ``url``, or None."""
+    if "://" not in url:
+        return "it has no scheme"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "its host or port does not parse (a port is a number from 1 to 65535)"
+    if parts.scheme.lower() not in schemes:
+        return f"its scheme {parts.scheme!r} is not one of {', '.join(schemes)}"
+    if need_host and not parts.hostname:
+        return "it names no host"
+    if port == 0:
+        return "its port is 0 (a port is a number from 1 to 65535)"
+    return None
+
+
+def redis_url_problem(url: str) -> str | None:
+    """What is wrong with one Redis URL of the layer (``REDIS_FORMS``), or None."""
+    scheme = url.partition("://")[0].lower()
+    problem = _authority_problem(url, ("redis", "rediss", "unix"), need_host=scheme != "unix")
+    if problem:
+        if problem == "it has no scheme" and re.fullmatch(r"[\w.-]+(:\d+)?(/\d+)?", url):
+            problem += f" (redis://{url}?)"
+        elif "sentinel" in scheme:
+            problem += " (Sentinel: write CHANNEL_LAYERS by hand, with channels_redis's sentinel hosts)"
+        return problem
+    parts = urlsplit(url)
+    if scheme == "unix" and not parts.path.strip("/"):
+        return "it names no socket path"
+    database = parts.path.strip("/")
+    if scheme != "unix" and database and not database.isdigit():
+        return f"its database {database!r} is not a number"
+    allowed = REDIS_URL_OPTIONS | (REDIS_TLS_OPTIONS if scheme == "rediss" else {})
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key not in allowed:
+            if key in REDIS_TLS_OPTIONS:
+                return f"option {key} is a TLS option, for a rediss:// URL only"
+            return f"option {key!r} is not one the layer takes ({', '.join(sorted(allowed))})"
+        wrong = allowed[key](value)
+        if wrong:
+            return f"option {key}={'***' if key == 'password' else value!r} {wrong}"
+    return None
+
+
+def checked_url(variable: str, url: str, problem: str | None, forms: str, item: str = "") -> str:
+    """``url``, or ``ImproperlyConfigured`` naming ``variable``, the masked value, the
+    problem and the ``forms`` allowed."""
+    if problem is None:
+        return url
+    named = f"{variable} {item}, {masked(url)!r}" if item else f"{variable}={masked(url)!r}"
+    raise ImproperlyConfigured(f"{named}: {problem}. Expected {forms}")
+
+
+def redis_urls_from_env() -> tuple[str, list[str]]:
+    """The variable that names the layer's Redis servers and its URLs, each checked:
+    ``REDIS_URLS`` (several: shards of one layer), else a platform's single
+    ``REDIS_TLS_URL`` or ``REDIS_URL``; ``("", [])`` when none is set."""
     urls = env_list("REDIS_URLS")
     if urls:
-        return urls
-    single = env_str("REDIS_TLS_URL") or env_str("REDIS_URL")
-    return [single] if single else []
+        for number, url in enumerate(urls, 1):
+            item = f"item {number} of {len(urls)}" if len(urls) > 1 else ""
+            checked_url("REDIS_URLS", url, redis_url_problem(url), REDIS_FORMS, item)
+            if urls.index(url) != number - 1:
+                raise ImproperlyConfigured(f"REDIS_URLS names {masked(url)!r} twice: each shard once")
+        return "REDIS_URLS", urls
+    for variable, url in (("REDIS_TLS_URL", env_str("REDIS_TLS_URL")), ("REDIS_URL", env_str("REDIS_URL"))):
+        if url:
+            return variable, [checked_url(variable, url, redis_url_problem(url), REDIS_FORMS)]
+    return "", []
+
+
+def redis_urls() -> list[str]:
+    """The Redis servers of the channel layer (``redis_urls_from_env()``), checked."""
+    return redis_urls_from_env()[1]
 
 
 SSL_CERT_REQS = ("none", "optional", "required")
@@ -93,7 +253,7 @@ def redis_host(url: str) -> dict[str, Any]:
         "address": url,
         "socket_timeout": env_float("REDIS_SOCKET_TIMEOUT", 30.0),
         "socket_connect_timeout": env_float("REDIS_CONNECT_TIMEOUT", 5.0),
-        "health_check_interval": env_int("REDIS_HEALTH_CHECK_INTERVAL", 30),
+        "health_check_interval": env_int("REDIS_HEALTH_CHECK_INTERVAL", 30, minimum=0),
     }
     if env_str("REDIS_PASSWORD") and "@" not in url:
         host["password"] = env_str("REDIS_PASSWORD")
@@ -115,20 +275,40 @@ RABBITMQ_BACKEND = "channels_kit.layers.rabbitmq.RabbitMQChannelLayer"
 POSTGRES_BACKEND = "channels_kit.layers.postgres.PostgresChannelLayer"
 
 
+def host_name(variable: str) -> str:
+    """A host name setting: ``ImproperlyConfigured`` when it holds a URL or a port."""
+    host = env_str(variable)
+    if "://" in host or "@" in host or "/" in host:
+        raise ImproperlyConfigured(
+            f"{variable}={masked(host)!r}: expected a host name or address alone (the port, user "
+            "and password have variables of their own; a whole URL goes in the backend's *_URL)"
+        )
+    return host
+
+
 def rabbitmq_url() -> str:
     """The RabbitMQ layer's server: ``RABBITMQ_URL`` (a platform's, e.g. ``amqps://...``), else
     one built from ``RABBITMQ_HOST``, ``RABBITMQ_PORT``, ``RABBITMQ_USER``,
     ``RABBITMQ_PASSWORD`` and ``RABBITMQ_VHOST``; empty when neither names a server."""
     url = env_str("RABBITMQ_URL")
     if url:
-        return url
-    host = env_str("RABBITMQ_HOST")
+        return checked_url("RABBITMQ_URL", url, _authority_problem(url, ("amqp", "amqps")), AMQP_FORMS)
+    host = host_name("RABBITMQ_HOST")
     if not host:
         return ""
     user = quote(env_str("RABBITMQ_USER", "guest"), safe="")
     password = quote(env_str("RABBITMQ_PASSWORD", "guest"), safe="")
     vhost = quote(env_str("RABBITMQ_VHOST", "/"), safe="")
-    return f"amqp://{user}:{password}@{host}:{env_int('RABBITMQ_PORT', 5672)}/{vhost}"
+    port = env_int("RABBITMQ_PORT", 5672, minimum=1, maximum=65535)
+    return f"amqp://{user}:{password}@{host}:{port}/{vhost}"
+
+
+def postgres_url_problem(url: str) -> str | None:
+    """What is wrong with the PostgreSQL layer's server (``POSTGRES_FORMS``), or None."""
+    if "://" not in url and "=" in url:
+        return None  # libpq's key=value form: psycopg checks it
+    # An empty host is libpq's local socket.
+    return _authority_problem(url, ("postgresql", "postgres"), need_host=False)
 
 
 def postgres_layer_url() -> str:
@@ -136,27 +316,44 @@ def postgres_layer_url() -> str:
     project's own database, as a platform gives it), else one built from ``POSTGRES_HOST``,
     ``POSTGRES_PORT``, ``POSTGRES_DB``, ``POSTGRES_USER`` and ``POSTGRES_PASSWORD``; empty
     when none names a server."""
-    url = env_str("POSTGRES_LAYER_URL") or env_str("DATABASE_URL")
-    if url:
-        return url
-    host = env_str("POSTGRES_HOST")
+    for variable, url in (
+        ("POSTGRES_LAYER_URL", env_str("POSTGRES_LAYER_URL")),
+        ("DATABASE_URL", env_str("DATABASE_URL")),
+    ):
+        if url:
+            forms = POSTGRES_FORMS
+            if variable == "DATABASE_URL":
+                forms += " (or name the layer's own server in POSTGRES_LAYER_URL)"
+            return checked_url(variable, url, postgres_url_problem(url), forms)
+    host = host_name("POSTGRES_HOST")
     if not host:
         return ""
     user = quote(env_str("POSTGRES_USER", "chat"), safe="")
     password = quote(env_str("POSTGRES_PASSWORD"), safe="")
     database = quote(env_str("POSTGRES_DB", "chat"), safe="")
-    return f"postgresql://{user}:{password}@{host}:{env_int('POSTGRES_PORT', 5432)}/{database}"
+    port = env_int("POSTGRES_PORT", 5432, minimum=1, maximum=65535)
+    return f"postgresql://{user}:{password}@{host}:{port}/{database}"
+
+
+def install_hint(extra: str) -> str:
+    """How to install one of the package's extras: the package is installed from the kit's
+    checkout, not from a package index."""
+    return (
+        f"install the kit's '{extra}' extra (pip install './app[{extra}]' from the root of the "
+        "kit's checkout)"
+    )
 
 
 def require_extra(module: str, extra: str, what: str) -> None:
     """``ImproperlyConfigured`` naming the package extra to install when ``module`` is missing."""
     if find_spec(module) is None:
-        raise ImproperlyConfigured(f"{what} is not installed: pip install 'channels-kit[{extra}]'")
+        raise ImproperlyConfigured(f"{what} is not installed: {install_hint(extra)}")
 
 
 def channel_backend() -> str:
     """``CHANNEL_BACKEND``: ``redis``, ``rabbitmq``, ``postgres``, ``local`` (the same-host
     layer) or ``memory``; when unset, ``redis`` if a Redis URL is set, else ``memory``."""
+    warn_about_lookalikes()
     backend = env_str("CHANNEL_BACKEND").lower() or ("redis" if redis_urls() else "memory")
     if backend not in CHANNEL_BACKENDS:
         raise ImproperlyConfigured(
@@ -175,13 +372,13 @@ def channel_layers_from_env() -> dict[str, Any]:
         return {"default": {"BACKEND": IN_MEMORY_BACKEND}}
     common = {
         "prefix": env_str("CHANNEL_LAYER_PREFIX", "asgi"),
-        "expiry": env_int("CHANNEL_LAYER_EXPIRY", 60),
-        "group_expiry": env_int("CHANNEL_LAYER_GROUP_EXPIRY", 86400),
-        "capacity": env_int("CHANNEL_LAYER_CAPACITY", 100),
+        "expiry": env_int("CHANNEL_LAYER_EXPIRY", 60, minimum=1),
+        "group_expiry": env_int("CHANNEL_LAYER_GROUP_EXPIRY", 86400, minimum=1),
+        "capacity": env_int("CHANNEL_LAYER_CAPACITY", 100, minimum=1),
         # Relay mode's channels (channels_kit.relay): the work channels that carry every
         # request and WebSocket event to the workers, and each interface server's replies.
         "channel_capacity": {
-            pattern: env_int("CHANNEL_LAYER_RELAY_CAPACITY", 1000)
+            pattern: env_int("CHANNEL_LAYER_RELAY_CAPACITY", 1000, minimum=1)
             for pattern in ("relay.*", "http.request", "websocket.*")
         },
     }
@@ -193,7 +390,7 @@ def channel_layers_from_env() -> dict[str, Any]:
         if not url:
             raise ImproperlyConfigured("CHANNEL_BACKEND=rabbitmq needs RABBITMQ_URL or RABBITMQ_HOST")
         require_extra("aiormq", "rabbitmq", "CHANNEL_BACKEND=rabbitmq, but the RabbitMQ backend")
-        amqp = {"url": url, "heartbeat": env_int("RABBITMQ_HEARTBEAT", 30)}
+        amqp = {"url": url, "heartbeat": env_int("RABBITMQ_HEARTBEAT", 30, minimum=0)}
         return {"default": {"BACKEND": RABBITMQ_BACKEND, "CONFIG": common | amqp}}
     if backend == "postgres":
         url = postgres_layer_url()
@@ -229,3 +426,281 @@ def asgi_mode() -> str:
     if mode not in ASGI_MODES:
         raise ImproperlyConfigured(f"ASGI_MODE={mode!r}: expected one of {', '.join(ASGI_MODES)}")
     return mode
+
+
+# --- the variables the package reads: the one list ------------------------------------
+
+
+@dataclass(frozen=True)
+class Variable:
+    """An environment variable the package reads, with the package's own default."""
+
+    name: str
+    #: What the package uses when the variable is unset or empty (None: nothing).
+    default: str | int | float | bool | None
+    #: The parts of the package that read it.
+    read_by: str
+    meaning: str
+    #: Said instead of ``default`` when the default is another setting's or computed.
+    default_note: str = ""
+
+
+LAYER = "channel layer"
+WORKER = "runworker"
+RUNALL = "runall"
+RELAY = "relay"
+DAPHNE = "interface server"
+OVERLAY = "project overlay"
+
+#: Every variable the package reads, with its own default (its images and compose files
+#: may set others: `.env.example`). docs/package-variables.md is ``variables_table()``.
+VARIABLES: tuple[Variable, ...] = (
+    # channel layer (channels_kit.conf, in every process)
+    Variable(
+        "CHANNEL_BACKEND",
+        None,
+        LAYER,
+        "the layer: redis, rabbitmq, postgres, local or memory",
+        "`redis` when a Redis URL is set, else `memory`",
+    ),
+    Variable("REDIS_URLS", None, LAYER, "the Redis servers, comma-separated (several: shards of one layer)"),
+    Variable("REDIS_TLS_URL", None, LAYER, "a platform's Redis over TLS, when REDIS_URLS is unset"),
+    Variable("REDIS_URL", None, LAYER, "a platform's Redis, when REDIS_URLS and REDIS_TLS_URL are unset"),
+    Variable("REDIS_PASSWORD", None, LAYER, "the password of Redis URLs that carry none"),
+    Variable("REDIS_SOCKET_TIMEOUT", 30.0, LAYER, "seconds a Redis reply may take"),
+    Variable("REDIS_CONNECT_TIMEOUT", 5.0, LAYER, "seconds a Redis connection may take"),
+    Variable("REDIS_HEALTH_CHECK_INTERVAL", 30, LAYER, "seconds between checks of an idle Redis connection"),
+    Variable(
+        "REDIS_SSL_CERT_REQS", "required", LAYER, "a rediss:// server's certificate: none, optional, required"
+    ),
+    Variable(
+        "REDIS_SSL_CA_CERTS", None, LAYER, "the CA file a rediss:// server's certificate is checked against"
+    ),
+    Variable("RABBITMQ_URL", None, LAYER, "the RabbitMQ server (amqp:// or amqps://)"),
+    Variable("RABBITMQ_HOST", None, LAYER, "the RabbitMQ host, when RABBITMQ_URL is unset"),
+    Variable("RABBITMQ_PORT", 5672, LAYER, "its port"),
+    Variable("RABBITMQ_USER", "guest", LAYER, "its user"),
+    Variable("RABBITMQ_PASSWORD", "guest", LAYER, "its password"),
+    Variable("RABBITMQ_VHOST", "/", LAYER, "its virtual host"),
+    Variable("RABBITMQ_HEARTBEAT", 30, LAYER, "seconds between AMQP heartbeats"),
+    Variable("POSTGRES_LAYER_URL", None, LAYER, "the PostgreSQL layer's server"),
+    Variable(
+        "DATABASE_URL",
+        None,
+        f"{LAYER}, {OVERLAY}",
+        "the project's database; the PostgreSQL layer's server when POSTGRES_LAYER_URL is unset",
+    ),
+    Variable("POSTGRES_HOST", None, f"{LAYER}, {OVERLAY}", "the PostgreSQL host, when no URL is set"),
+    Variable("POSTGRES_PORT", 5432, f"{LAYER}, {OVERLAY}", "its port"),
+    Variable("POSTGRES_DB", "chat", f"{LAYER}, {OVERLAY}", "its database"),
+    Variable("POSTGRES_USER", "chat", f"{LAYER}, {OVERLAY}", "its user"),
+    Variable("POSTGRES_PASSWORD", None, f"{LAYER}, {OVERLAY}", "its password"),
+    Variable(
+        "POSTGRES_CONNECT_TIMEOUT", 5.0, f"{LAYER}, {OVERLAY}", "seconds a PostgreSQL connection may take"
+    ),
+    Variable(
+        "LOCAL_LAYER_PATH",
+        None,
+        LAYER,
+        "the same-host layer's SQLite file",
+        "`channels-kit-layer.sqlite3` in the temporary directory",
+    ),
+    Variable("CHANNEL_LAYER_PREFIX", "asgi", LAYER, "the prefix of the layer's keys, queues or rows"),
+    Variable("CHANNEL_LAYER_EXPIRY", 60, LAYER, "seconds a message waits before it is dropped"),
+    Variable("CHANNEL_LAYER_GROUP_EXPIRY", 86400, LAYER, "seconds a group membership lasts"),
+    Variable("CHANNEL_LAYER_CAPACITY", 100, LAYER, "messages a channel holds before sends fail"),
+    Variable("CHANNEL_LAYER_RELAY_CAPACITY", 1000, LAYER, "the same for relay mode's channels"),
+    Variable("ASGI_MODE", "direct", f"{LAYER}, {WORKER}", "direct (Daphne runs the project) or relay"),
+    # workers (manage.py runworker; runall's worker)
+    Variable("WORKER_ONLY_CHANNELS", None, WORKER, "globs of the only channels to serve"),
+    Variable("WORKER_EXCLUDE_CHANNELS", None, WORKER, "globs of channels not to serve"),
+    Variable("WORKER_CONCURRENCY", 1, WORKER, "messages in flight per channel"),
+    Variable("WORKER_HTTP_CONCURRENCY", 8, WORKER, "relay mode: HTTP requests in flight"),
+    Variable(
+        "WORKER_WEBSOCKET_CONCURRENCY", 16, WORKER, "relay mode: WebSocket events in flight per channel"
+    ),
+    Variable(
+        "WORKER_GRACE_PERIOD_SECONDS", 25.0, f"{WORKER}, {RUNALL}", "on SIGTERM, seconds in-flight work gets"
+    ),
+    Variable("WORKER_METRICS_PORT", 0, WORKER, "port of the worker's Prometheus /metrics (0: off)"),
+    Variable(
+        "WORKER_HEARTBEAT_FILE",
+        "/tmp/channels-kit/worker.heartbeat",
+        WORKER,
+        "file touched while the layer answers the worker",
+    ),
+    Variable("WORKER_HEARTBEAT_INTERVAL", 5.0, WORKER, "seconds between heartbeats"),
+    Variable(
+        "WORKER_LAYER_WAIT_SECONDS",
+        30.0,
+        f"{WORKER}, {RUNALL}",
+        "seconds a starting worker waits for its layer to answer before it exits non-zero",
+    ),
+    # one-process mode (manage.py runall)
+    Variable("SERVER_BIND", "0.0.0.0", RUNALL, "address to listen on"),
+    Variable("PORT", 8000, RUNALL, "port to listen on"),
+    Variable("WEB_REPLICAS", 1, RUNALL, "web processes the platform runs (more than 1: no in-memory layer)"),
+    Variable("DYNO", None, RUNALL, "a platform's process name (web.2: no in-memory layer)"),
+    Variable("DAPHNE_HTTP_TIMEOUT", 120, f"{RUNALL}, {RELAY}", "seconds a request may take"),
+    Variable("DAPHNE_WEBSOCKET_CONNECT_TIMEOUT", 20, RUNALL, "seconds a WebSocket handshake may take"),
+    Variable("WS_MAX_MESSAGE_BYTES", 65536, RUNALL, "largest WebSocket message"),
+    Variable("DAPHNE_APPLICATION_CLOSE_TIMEOUT", 10, RUNALL, "seconds an application gets to close"),
+    Variable("DAPHNE_PING_INTERVAL", 20, RUNALL, "seconds between WebSocket pings"),
+    Variable("DAPHNE_PING_TIMEOUT", 30, RUNALL, "seconds without a pong before a WebSocket closes"),
+    # Daphne as the kit runs it (channels_kit.interface_server; runall too)
+    Variable("DAPHNE_LISTEN_BACKLOG", 1024, f"{DAPHNE}, {RUNALL}", "the listening socket's backlog"),
+    Variable(
+        "DAPHNE_DRAIN_SECONDS", 10.0, f"{DAPHNE}, {RUNALL}", "on SIGTERM, seconds over which WebSockets close"
+    ),
+    Variable(
+        "WS_MAX_MESSAGES_PER_SECOND",
+        50.0,
+        f"{DAPHNE}, {RUNALL}",
+        "messages a socket may send a second (0: no limit)",
+    ),
+    Variable(
+        "WS_MESSAGE_BURST",
+        None,
+        f"{DAPHNE}, {RUNALL}",
+        "the burst of that limit",
+        "the value of `WS_MAX_MESSAGES_PER_SECOND`",
+    ),
+    Variable(
+        "DAPHNE_METRICS_PORT", 0, f"{DAPHNE}, {RUNALL}", "port of Daphne's Prometheus /metrics (0: off)"
+    ),
+    # the relay (channels_kit.relay.asgi)
+    Variable(
+        "RELAY_TIMEOUT",
+        None,
+        RELAY,
+        "seconds a relayed request may take",
+        "the value of `DAPHNE_HTTP_TIMEOUT`",
+    ),
+    Variable("MAX_REQUEST_BYTES", 1048576, RELAY, "largest request body"),
+    Variable("RELAY_HEALTH_PATH", "/healthz", RELAY, "the relay's own health path"),
+    Variable("RELAY_MAX_QUEUED_EVENTS", 100, RELAY, "events queued per socket before it closes"),
+    Variable("RELAY_GROUP_REFRESH_SECONDS", 60.0, RELAY, "seconds between group membership refreshes"),
+    Variable(
+        "RELAY_NO_WORKER_WAIT_SECONDS", 5.0, RELAY, "seconds a request waits for a worker (negative: forever)"
+    ),
+    Variable("RELAY_WORKER_CHECK_SECONDS", 2.0, RELAY, "seconds between looks for live workers"),
+    Variable(
+        "RELAY_RESEND_SECONDS", 4.0, RELAY, "seconds before an unanswered request is sent again (0: never)"
+    ),
+    Variable("RELAY_ALIVE_SECONDS", 1.0, RELAY, "seconds between the workers' signs of life"),
+    # every process
+    Variable("EVENT_LOOP", "auto", "event loop", "auto, uvloop or asyncio"),
+    Variable("ASGI_THREADS", None, "event loop", "threads for sync code", "asyncio's default pool"),
+    Variable("SERVER_ROLE", None, "identity", "the role in X-Served-By and health answers", "`django`"),
+    Variable("LOG_LEVEL", "INFO", f"logging, {OVERLAY}", "level of the kit's own log lines"),
+    # the project overlay (channels_kit.project)
+    Variable("DJANGO_SETTINGS_MODULE", None, OVERLAY, "the project's settings module", "from manage.py"),
+    Variable(
+        "PROJECT_REQUIREMENTS", None, OVERLAY, "the project's requirements file", "found in the project"
+    ),
+    Variable("KIT_PROJECT_SETTINGS", None, OVERLAY, "the project's own settings module, under the overlay"),
+    Variable(
+        "PROJECT_SETTINGS_OVERLAY", True, OVERLAY, "whether the kit's settings apply over the project's"
+    ),
+    Variable("PROJECT_SETTINGS_KEEP", None, OVERLAY, "settings the overlay leaves as the project has them"),
+    Variable("DJANGO_SECRET_KEY", None, OVERLAY, "SECRET_KEY"),
+    Variable("DJANGO_DEBUG", False, OVERLAY, "DEBUG"),
+    Variable("DJANGO_ALLOWED_HOSTS", ".localhost,127.0.0.1,[::1]", OVERLAY, "ALLOWED_HOSTS, comma-separated"),
+    Variable("DJANGO_CSRF_TRUSTED_ORIGINS", None, OVERLAY, "CSRF_TRUSTED_ORIGINS, comma-separated"),
+    Variable("DJANGO_SESSION_COOKIE_DOMAIN", None, OVERLAY, "SESSION_COOKIE_DOMAIN"),
+    Variable("POSTGRES_CONN_MAX_AGE", 60, OVERLAY, "seconds a database connection is kept"),
+    Variable("CHANNELS_ENABLED", True, OVERLAY, "whether the overlay sets CHANNEL_LAYERS"),
+    Variable("STATIC_ROOT", None, OVERLAY, "where collectstatic puts the static files"),
+    Variable("DJANGO_SERVE_STATIC", False, OVERLAY, "whether Django serves the static files (WhiteNoise)"),
+    Variable("DJANGO_BEHIND_TLS", False, OVERLAY, "trust X-Forwarded-Proto and mark cookies Secure"),
+)
+
+
+def variable_names() -> frozenset[str]:
+    """The names of ``VARIABLES``."""
+    return frozenset(variable.name for variable in VARIABLES)
+
+
+def shown_default(variable: Variable) -> str:
+    """A variable's default as docs/package-variables.md shows it."""
+    if variable.default_note:
+        return variable.default_note
+    if variable.default is None:
+        return "(none)"
+    if isinstance(variable.default, bool):
+        return f"`{str(variable.default).lower()}`"
+    if isinstance(variable.default, float) and variable.default.is_integer():
+        return f"`{int(variable.default)}`"
+    return f"`{variable.default}`"
+
+
+def variables_table() -> str:
+    """The table of docs/package-variables.md, generated from ``VARIABLES``."""
+    rows = ["| Variable | Default | Read by | What |", "| --- | --- | --- | --- |"]
+    rows += [f"| `{v.name}` | {shown_default(v)} | {v.read_by} | {v.meaning} |" for v in VARIABLES]
+    return "\n".join(rows)
+
+
+# --- typos: a variable set that the package does not read, close to one it does -----
+
+#: How close a name must be to one the package reads to count as its typo (difflib ratio).
+LOOKALIKE_CUTOFF = 0.85
+#: Variables of the kit's images, compose files and scripts that look like the package's
+#: but that the package does not read (tests/package checks every one of .env.example).
+READ_ELSEWHERE = frozenset({"HEALTHCHECK_INTERVAL", "PROJECT_SETTINGS", "UWSGI_THREADS"})
+_warned: set[str] = set()
+
+
+def lookalikes(environ: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
+    """``(name set, name meant)`` for each non-empty variable of ``environ`` (the process's)
+    that the package does not read but that is close to one it does (a typo)."""
+    environ = os.environ if environ is None else environ
+    names = variable_names()
+    found = []
+    for name, value in sorted(environ.items()):
+        if name in names or name in READ_ELSEWHERE or not value.strip():
+            continue
+        close = difflib.get_close_matches(name.upper(), names, n=1, cutoff=LOOKALIKE_CUTOFF)
+        if close:
+            found.append((name, close[0]))
+    return found
+
+
+def lookalike_message(name: str, meant: str) -> str:
+    """What the log and the system check say of a variable that looks like a typo."""
+    return f"{name} is set, but channels_kit reads no variable of that name: did you mean {meant}?"
+
+
+def warn_about_lookalikes() -> None:
+    """Log a warning, once per process and name, for each variable that looks like a typo."""
+    for name, meant in lookalikes():
+        if name not in _warned:
+            _warned.add(name)
+            logger.warning(lookalike_message(name, meant))
+
+
+# --- the servers of a layer, for messages ---------------------------------------------
+
+
+def layer_servers(layer: object) -> list[str]:
+    """The servers (or file) a channel layer talks to, passwords masked: channels_redis's
+    ``hosts``, the RabbitMQ and PostgreSQL layers' ``url``, the same-host layer's ``path``;
+    empty for a layer of no server (in-memory)."""
+    hosts = getattr(layer, "hosts", None)
+    if isinstance(hosts, list | tuple):
+        servers = []
+        for host in hosts:
+            if not isinstance(host, Mapping):
+                servers.append(masked(str(host)))
+            elif "address" in host:
+                servers.append(masked(str(host["address"])))
+            elif "master_name" in host:
+                servers.append(f"sentinel:{host['master_name']}")
+            else:
+                servers.append(f"{host.get('host', 'localhost')}:{host.get('port', 6379)}")
+        return servers
+    for attribute in ("url", "path"):
+        value = getattr(layer, attribute, None)
+        if value:
+            return [masked(str(value))]
+    return []

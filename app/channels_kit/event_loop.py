@@ -1,6 +1,6 @@
 """The asyncio event loop of the kit's processes: uvloop when it is installed.
 
-``EVENT_LOOP`` chooses it: ``uvloop`` (libuv's loop, ``pip install 'channels-kit[speed]'``),
+``EVENT_LOOP`` chooses it: ``uvloop`` (libuv's loop, the kit's ``speed`` extra),
 ``asyncio`` (the standard library's), or ``auto`` (the default: uvloop when importable).
 Daphne runs Twisted on asyncio; :func:`install_twisted_reactor` puts the chosen loop under
 Twisted's asyncio reactor before Daphne installs its own, so every socket write of Daphne
@@ -29,7 +29,8 @@ def loop_name() -> str:
     except ImportError:
         if wanted == "uvloop":
             raise RuntimeError(
-                "EVENT_LOOP=uvloop, but uvloop is not installed: pip install 'channels-kit[speed]'"
+                "EVENT_LOOP=uvloop, but uvloop is not installed: install the kit's 'speed' extra "
+                "(pip install './app[speed]' from the root of the kit's checkout)"
             ) from None
         return "asyncio"
     return "uvloop"

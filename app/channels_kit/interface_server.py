@@ -119,7 +119,11 @@ class KitDaphneServer(Server):
             try:
                 from channels_kit.observe.daphne_metrics import serve_daphne_metrics
             except ImportError as exc:
-                logger.warning("DAPHNE_METRICS_PORT is set, but %s: pip install 'channels-kit[metrics]'", exc)
+                logger.warning(
+                    "DAPHNE_METRICS_PORT is set, but %s: install the kit's 'metrics' extra "
+                    "(pip install './app[metrics]' from the root of the kit's checkout)",
+                    exc,
+                )
             else:
                 serve_daphne_metrics(self, metrics_port)
 

@@ -123,3 +123,201 @@ def test_postgres_backend_from_its_url_the_platforms_or_the_parts(monkeypatch):
     assert conf.channel_layers_from_env()["default"]["CONFIG"]["url"].startswith("postgres://u:p@platform")
     monkeypatch.setenv("POSTGRES_LAYER_URL", "postgresql://layer@db/chat")
     assert conf.channel_layers_from_env()["default"]["CONFIG"]["url"] == "postgresql://layer@db/chat"
+
+
+# --- layer URLs: checked, named, masked -------------------------------------------------
+
+LAYER_VARIABLES = (
+    "CHANNEL_BACKEND",
+    "REDIS_URLS",
+    "REDIS_URL",
+    "REDIS_TLS_URL",
+    "RABBITMQ_URL",
+    "RABBITMQ_HOST",
+    "POSTGRES_LAYER_URL",
+    "DATABASE_URL",
+    "POSTGRES_HOST",
+)
+
+
+@pytest.fixture
+def clean_layer_env(monkeypatch):
+    for name in LAYER_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "problem"),
+    [
+        ("REDIS_URLS", "127.0.0.1:6379", "it has no scheme (redis://127.0.0.1:6379?)"),
+        ("REDIS_URLS", "redis://", "it names no host"),
+        ("REDIS_URL", "redis://:s3cret@", "it names no host"),
+        ("REDIS_URLS", "redis://:s3cret@redis:99999/0", "port"),
+        ("REDIS_URLS", "redis://redis:six", "port"),
+        ("REDIS_URLS", "redis+sentinel://redis:26379", "scheme 'redis+sentinel' is not one of"),
+        ("REDIS_URLS", "redis://redis:6379/zero", "database 'zero' is not a number"),
+        ("REDIS_URLS", "redis://redis:6379/0?ssl_cert_reqs=none", "ssl_cert_reqs is a TLS option"),
+        ("REDIS_TLS_URL", "rediss://:s3cret@redis:6380?ssl_cert_reqs=sometimes", "'sometimes' is not one of"),
+        ("REDIS_URLS", "redis://redis/0?sokcet_timeout=3", "option 'sokcet_timeout' is not one"),
+        ("REDIS_URLS", "redis://redis/0?socket_timeout=soon", "socket_timeout='soon' is not a number"),
+        ("REDIS_URLS", "unix://", "it names no socket path"),
+    ],
+)
+def test_a_malformed_redis_url_names_its_variable_value_and_the_forms_allowed(
+    clean_layer_env, variable, value, problem
+):
+    clean_layer_env.setenv(variable, value)
+    with pytest.raises(ImproperlyConfigured) as raised:
+        conf.channel_layers_from_env()
+    message = str(raised.value)
+    assert message.startswith(f"{variable}={conf.masked(value)!r}: "), message
+    assert problem in message
+    assert "Expected redis://[[user]:password@]host[:port][/db], rediss://" in message
+    assert "s3cret" not in message
+
+
+def test_a_bad_shard_among_several_is_named_by_its_place(clean_layer_env):
+    clean_layer_env.setenv("REDIS_URLS", "redis://a:6379/0, redis://:s3cret@b:0/0")
+    with pytest.raises(
+        ImproperlyConfigured, match=r"^REDIS_URLS item 2 of 2, 'redis://:\*\*\*@b:0/0': its port"
+    ):
+        conf.channel_layers_from_env()
+    clean_layer_env.setenv("REDIS_URLS", "redis://a:6379/0,redis://a:6379/0")
+    with pytest.raises(ImproperlyConfigured, match="names 'redis://a:6379/0' twice"):
+        conf.channel_layers_from_env()
+
+
+def test_every_form_the_redis_layer_takes_still_passes(clean_layer_env):
+    urls = [
+        "redis://redis-1:6379/0",
+        "redis://:p%40ss@redis-2/3",
+        "redis://user:pass@10.0.0.1",
+        "redis://[::1]:6380/1?socket_timeout=3&health_check_interval=10&max_connections=50",
+        "rediss://:pass@managed.example.com:25061/0?ssl_cert_reqs=none&ssl_check_hostname=false",
+        "unix:///run/redis/redis.sock?db=2",
+    ]
+    clean_layer_env.setenv("REDIS_URLS", ",".join(urls))
+    hosts = conf.channel_layers_from_env()["default"]["CONFIG"]["hosts"]
+    assert [host["address"] for host in hosts] == urls
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        (
+            {"RABBITMQ_URL": "rabbitmq:5672"},
+            "RABBITMQ_URL='rabbitmq:5672': it has no scheme. Expected amqp://",
+        ),
+        ({"RABBITMQ_URL": "amqp://u:s3cret@:5672/"}, "RABBITMQ_URL='amqp://u:***@:5672/': it names no host"),
+        ({"RABBITMQ_URL": "http://broker"}, "its scheme 'http' is not one of amqp, amqps"),
+        ({"RABBITMQ_HOST": "amqp://broker"}, "RABBITMQ_HOST='amqp://broker': expected a host name"),
+        ({"RABBITMQ_HOST": "broker", "RABBITMQ_PORT": "0"}, "RABBITMQ_PORT='0': expected an integer from 1"),
+    ],
+)
+def test_a_malformed_rabbitmq_server_is_named(clean_layer_env, env, expected):
+    clean_layer_env.setenv("CHANNEL_BACKEND", "rabbitmq")
+    for name, value in env.items():
+        clean_layer_env.setenv(name, value)
+    with pytest.raises(ImproperlyConfigured) as raised:
+        conf.channel_layers_from_env()
+    assert expected in str(raised.value) and "s3cret" not in str(raised.value)
+
+
+def test_a_malformed_postgres_layer_url_is_named_and_libpq_forms_pass(clean_layer_env):
+    clean_layer_env.setenv("CHANNEL_BACKEND", "postgres")
+    clean_layer_env.setenv("DATABASE_URL", "sqlite:///db.sqlite3")
+    with pytest.raises(
+        ImproperlyConfigured, match=r"DATABASE_URL='sqlite:///db.sqlite3': its scheme 'sqlite'"
+    ):
+        conf.channel_layers_from_env()
+    clean_layer_env.setenv("POSTGRES_LAYER_URL", "postgresql://u:s3cret@db:port/chat")
+    with pytest.raises(
+        ImproperlyConfigured, match=r"^POSTGRES_LAYER_URL='postgresql://u:\*\*\*@db:port/chat'"
+    ):
+        conf.channel_layers_from_env()
+    for url in ("postgresql:///chat", "postgres://u:p@db:5432/chat?sslmode=require", "host=db dbname=chat"):
+        clean_layer_env.setenv("POSTGRES_LAYER_URL", url)
+        assert conf.channel_layers_from_env()["default"]["CONFIG"]["url"] == url
+
+
+def test_layer_numbers_have_bounds(clean_layer_env):
+    clean_layer_env.setenv("REDIS_URLS", "redis://a:6379/0")
+    clean_layer_env.setenv("CHANNEL_LAYER_CAPACITY", "0")
+    with pytest.raises(
+        ImproperlyConfigured, match=r"CHANNEL_LAYER_CAPACITY='0': expected an integer of at least 1"
+    ):
+        conf.channel_layers_from_env()
+
+
+def test_masked_hides_every_kind_of_password():
+    assert conf.masked("redis://:s3cret@h:6379/0") == "redis://:***@h:6379/0"
+    assert conf.masked("redis://user:s3cret@h") == "redis://user:***@h"
+    assert conf.masked("redis://s3cret@h") == "redis://***@h"
+    assert conf.masked("redis://:p/ss@h") == "redis://:***@h"
+    assert conf.masked("redis://h/0?password=s3cret&db=1") == "redis://h/0?password=***&db=1"
+    assert conf.masked("host=db password=s3cret dbname=chat") == "host=db password=*** dbname=chat"
+    assert conf.masked("127.0.0.1:6379") == "127.0.0.1:6379"
+
+
+# --- typos ------------------------------------------------------------------------------
+
+
+def test_a_variable_that_looks_like_one_the_kit_reads_is_a_typo():
+    env = {
+        "REDIS_ULR": "redis://a",
+        "CHANNEL_LAYER_CAPCITY": "5",
+        "redis_urls": "redis://b",
+        "REDIS_URL": "redis://c",  # read: not a typo
+        "DATABASE_URI": "",  # empty: as compose passes what .env leaves empty
+        "HOSTNAME": "box",
+        "HEALTHCHECK_INTERVAL": "10s",  # the kit's compose files', not the package's
+    }
+    assert conf.lookalikes(env) == [
+        ("CHANNEL_LAYER_CAPCITY", "CHANNEL_LAYER_CAPACITY"),
+        ("REDIS_ULR", "REDIS_URL"),
+        ("redis_urls", "REDIS_URLS"),
+    ]
+
+
+def test_a_typo_is_a_log_warning_once_and_a_system_check_warning(monkeypatch, caplog):
+    from django.core.checks import run_checks
+
+    from channels_kit.checks import LOOKALIKE_ID
+
+    monkeypatch.setenv("REDIS_ULR", "redis://a")
+    monkeypatch.setattr(conf, "_warned", set())
+    with caplog.at_level("WARNING", logger="channels_kit.conf"):
+        conf.channel_layers_from_env()
+        conf.channel_layers_from_env()
+    said = [r.getMessage() for r in caplog.records if r.name == "channels_kit.conf"]
+    assert said == [
+        "REDIS_ULR is set, but channels_kit reads no variable of that name: did you mean REDIS_URL?"
+    ]
+    [warning] = [m for m in run_checks() if m.id == LOOKALIKE_ID]
+    assert "REDIS_ULR" in warning.msg and "REDIS_URL" in warning.hint
+
+
+# --- install hints, layer servers -------------------------------------------------------
+
+
+def test_install_hints_name_the_checkout_not_an_index():
+    assert conf.install_hint("redis") == (
+        "install the kit's 'redis' extra (pip install './app[redis]' from the root of the kit's checkout)"
+    )
+
+
+def test_layer_servers_are_named_with_passwords_masked(tmp_path):
+    from channels.layers import InMemoryChannelLayer
+
+    from channels_kit.layers.local import LocalChannelLayer
+    from channels_kit.layers.redis import RedisChannelLayer
+
+    layer = RedisChannelLayer(
+        hosts=[{"address": "redis://:s3cret@a:6379/0"}, {"address": "redis://b:6379/0"}]
+    )
+    assert conf.layer_servers(layer) == ["redis://:***@a:6379/0", "redis://b:6379/0"]
+    assert conf.layer_servers(LocalChannelLayer(path=tmp_path / "layer.sqlite3")) == [
+        str(tmp_path / "layer.sqlite3")
+    ]
+    assert conf.layer_servers(InMemoryChannelLayer()) == []

@@ -79,7 +79,6 @@ class TestInMemory(ChannelLayerConformance):
     expected_failures: ClassVar[dict[str, str]] = {"test_per_channel_capacity_patterns": MEMORY_PATTERNS}
 
     def make_layer(self, **config: Any) -> InMemoryChannelLayer:
-        config.pop("prefix", None)
         return InMemoryChannelLayer(**config)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -42,16 +43,25 @@ class WorkerProject:
     def layer(self) -> RedisChannelLayer:
         return RedisChannelLayer(hosts=[{"address": self.redis_url}], prefix=self.prefix)
 
-    def start(self, *args: str) -> subprocess.Popen:
-        """``python -m django runworker ARGS``, logs to files in ``tmp``."""
+    def start(
+        self,
+        *args: str,
+        settings: str = "settings",
+        env: dict[str, str] | None = None,
+        command: str = "runworker",
+    ) -> subprocess.Popen:
+        """``python -m django runworker ARGS`` (the project's ``settings``, more ``env``), logs
+        to files in ``tmp``."""
         env = os.environ | {
-            "DJANGO_SETTINGS_MODULE": "tests.workerproject.settings",
+            "DJANGO_SETTINGS_MODULE": f"tests.workerproject.{settings}",
             "WORKER_TEST_PREFIX": self.prefix,
             "WORKER_TEST_DIR": str(self.marks),
             "WORKER_HEARTBEAT_FILE": str(self.tmp / "heartbeat"),
+            "CHANNEL_LAYER_PREFIX": self.prefix,
+            **(env or {}),
         }
         with open(self.tmp / "stdout", "wb") as out, open(self.tmp / "stderr", "wb") as err:
-            command = [sys.executable, "-m", "django", "runworker", *args]
+            command = [sys.executable, "-m", "django", command, *args]
             process = subprocess.Popen(command, cwd=APP_DIR, env=env, stdout=out, stderr=err)
         self.processes.append(process)
         return process
@@ -116,6 +126,7 @@ def test_sigterm_lets_the_running_job_finish_and_leaves_the_queue_in_redis(proje
     out = project.stdout()
     routed = "routed ['jobs', 'jobs.slow'], relayed [], only [], exclude ['jobs.*']"
     assert f"runworker: serving jobs (named [], {routed})" in out
+    assert out.count("runworker: serving") == 1  # the project's LOGGING shows it, the kit adds nothing
     assert "uvloop event loop)" in out  # EVENT_LOOP's default, the package being installed
     assert "SIGTERM: taking no new messages; 1 in flight" in out
     assert "drained: 1 message(s) handled, 0 failed" in out
@@ -196,3 +207,56 @@ def test_one_process_mode_refuses_the_in_memory_layer_beside_other_web_processes
         monkeypatch.setenv(name, value)
     with pytest.raises(CommandError, match="groups would silently miss the others' sockets"):
         call_command("runall")
+
+
+# --- the first hour: a layer that does not answer, no LOGGING, a busy port ----------------
+
+
+def test_a_worker_whose_layer_does_not_answer_exits_non_zero_naming_it(project):
+    worker = project.start(
+        settings="settings_env",
+        env={"REDIS_URLS": "redis://:s3cret@127.0.0.1:1/0", "WORKER_LAYER_WAIT_SECONDS": "1"},
+    )
+    assert worker.wait(timeout=60) != 0, project.logs()
+    err = project.stderr()
+    assert "the channel layer (redis://:***@127.0.0.1:1/0) did not answer within 1 s" in err, project.logs()
+    assert "(WORKER_LAYER_WAIT_SECONDS)" in err and "s3cret" not in project.logs()
+    assert not (project.tmp / "heartbeat").exists()
+
+
+def test_a_malformed_layer_url_stops_the_worker_before_it_starts(project):
+    worker = project.start(settings="settings_env", env={"REDIS_URLS": "127.0.0.1:6379"})
+    assert worker.wait(timeout=60) != 0, project.logs()
+    assert "REDIS_URLS='127.0.0.1:6379': it has no scheme (redis://127.0.0.1:6379?)" in project.stderr()
+
+
+def test_without_logging_settings_the_kits_lines_reach_stdout_once_and_typos_are_named(project):
+    env = {"REDIS_URLS": project.redis_url, "REDIS_ULR": "redis://typo:6379/0"}
+    worker = project.start("--exclude-channels=jobs.*", settings="settings_env", env=env)
+    heartbeat = project.tmp / "heartbeat"
+    deadline = time.monotonic() + START_TIMEOUT
+    while not heartbeat.exists() and worker.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert heartbeat.exists(), project.logs()
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0, project.logs()
+    out = project.stdout()
+    assert out.count("INFO channels_kit.management.commands.runworker runworker: serving jobs") == 1, out
+    assert out.count("worker serving channels jobs x1") == 1, out
+    assert "SIGTERM: taking no new messages" in out
+    # The typo: a warning of the process and of the system check, naming the variable meant.
+    assert "REDIS_ULR is set, but channels_kit reads no variable of that name: did you mean REDIS_URL?" in (
+        project.logs()
+    )
+    assert "channels_kit.W001" in project.stderr()
+
+
+def test_one_process_mode_exits_non_zero_when_its_port_is_taken(project):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        runall = project.start("--bind", "127.0.0.1", "--port", str(port), command="runall")
+        assert runall.wait(timeout=60) != 0, project.logs()
+    assert f"runall cannot listen on 127.0.0.1:{port}" in project.stderr(), project.logs()
+    assert "Address already in use" in project.stderr()

@@ -346,7 +346,7 @@ def test_runworker_metrics_port_and_channels_status_command(tmp_path, redis_url)
 
     async def send_jobs():
         for name in ("a", "b", "c"):
-            await layer.send("jobs", {"type": "job.run", "id": name, "sleep": 4 if name == "a" else 0})
+            await layer.send("jobs", {"type": "job.run", "id": name, "sleep": 30 if name == "a" else 0})
 
     def django(*args: str, **kwargs) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -376,7 +376,8 @@ def test_runworker_metrics_port_and_channels_status_command(tmp_path, redis_url)
             ).read_text()
             time.sleep(0.05)
         time.sleep(0.5)  # a heartbeat after the job started: busy=1 is published
-        # Job "a" holds the only slot for 4 s: "b" and "c" wait in Redis for both reads.
+        # Job "a" holds the only slot (30 s; the worker is killed first): "b" and "c" wait in
+        # Redis for both reads and the scrape, however slow the machine.
         table = django("channels_status")
         as_json = django("channels_status", "--json")
         samples = scrape(port)

@@ -1,4 +1,5 @@
-"""The kit's worker, in process: bounded prefetch, busy tracking, failures, drain, heartbeat."""
+"""The kit's worker, in process: bounded prefetch, busy tracking, failures, drain, heartbeat,
+and a layer that does not answer (at start: stop; later: no heartbeat, keep trying)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 import pytest
 from channels.consumer import AsyncConsumer, SyncConsumer
@@ -16,6 +18,8 @@ from channels.worker import Worker
 
 from channels_kit.layers.redis import RedisChannelLayer
 from channels_kit.worker import KitWorker
+from channels_kit.worker import server as server_module
+from channels_kit.worker.server import LayerUnreachable
 
 
 async def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -292,3 +296,138 @@ def test_a_slow_sync_job_does_not_block_other_channels():
 
     asyncio.run(scenario())
     assert finished == ["fast", "slow"]
+
+
+# --- a layer that does not answer: fail fast at start, heartbeat stopped later ----------
+
+
+class CuttableProxy:
+    """A TCP proxy to a real server that can be cut (its connections dropped, new ones
+    refused, as for a server that went away) and restored on the same port."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.upstream = (host, port)
+        self.port = 0
+        self.server: asyncio.Server | None = None
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def cut(self) -> None:
+        self.server.close()
+        for writer in self.writers:
+            writer.transport.abort()
+        self.writers.clear()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        self.writers += [writer, up_writer]
+
+        async def pipe(source: asyncio.StreamReader, target: asyncio.StreamWriter) -> None:
+            try:
+                while data := await source.read(65536):
+                    target.write(data)
+                    await target.drain()
+            finally:
+                target.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True)
+
+
+@pytest.fixture
+def quick_probes(monkeypatch):
+    """Probes of the layer that give up after 1 s instead of 5."""
+    monkeypatch.setattr(server_module, "LAYER_PROBE_TIMEOUT_SECONDS", 1.0)
+
+
+def test_a_worker_whose_layer_never_answers_stops_at_start_naming_it(tmp_path, quick_probes):
+    """Nothing listens at the layer's address: the worker gives up after ``layer_wait``,
+    naming the server (password masked) and the error, and never touches its heartbeat."""
+    beat = tmp_path / "beat"
+    beat.touch()  # left by an earlier run: must not look like this one's
+    layer = RedisChannelLayer(
+        hosts=[{"address": "redis://:s3cret@127.0.0.1:1/0", "socket_connect_timeout": 1}]
+    )
+    worker = KitWorker(
+        application=blocker_app([], asyncio.Event()),
+        channels=["jobs"],
+        channel_layer=layer,
+        heartbeat_path=beat,
+        heartbeat_interval=0.05,
+        layer_wait=0.5,
+    )
+    with pytest.raises(LayerUnreachable) as raised:
+        asyncio.run(asyncio.wait_for(worker.arun(), 60))
+    message = str(raised.value)
+    assert message.startswith("the channel layer (redis://:***@127.0.0.1:1/0) did not answer within 0.5 s")
+    said = message.split("the layer said:")[1]
+    assert "ConnectionError: Error 111 connecting to 127.0.0.1:1" in said, message
+    assert "s3cret" not in message
+    assert not beat.exists()
+    assert worker.messages_received == 0
+
+
+def test_a_stop_while_waiting_for_the_layer_ends_the_worker_cleanly(quick_probes):
+    layer = RedisChannelLayer(hosts=[{"address": "redis://127.0.0.1:1/0", "socket_connect_timeout": 1}])
+    worker = KitWorker(application=blocker_app([], asyncio.Event()), channels=["jobs"], channel_layer=layer)
+
+    async def scenario():
+        server = asyncio.ensure_future(worker.arun())
+        await asyncio.sleep(0.2)
+        worker.request_stop("test")
+        await asyncio.wait_for(server, 10)
+
+    asyncio.run(scenario())
+    assert worker.messages_received == 0
+
+
+def test_an_outage_after_start_stops_the_heartbeat_not_the_worker(redis_url, tmp_path, quick_probes):
+    """The layer's server goes away under a running worker and comes back: meanwhile the
+    heartbeat file is left alone (the healthcheck sees it) and the worker keeps running;
+    afterwards it beats and serves again."""
+    url = urlsplit(redis_url)
+    seen: list[int] = []
+
+    class Recorder(AsyncConsumer):
+        async def job_run(self, message):
+            seen.append(message["n"])
+
+    async def scenario():
+        proxy = CuttableProxy(url.hostname, url.port or 6379)
+        await proxy.start()
+        proxied = url._replace(netloc=f":{url.password or ''}@127.0.0.1:{proxy.port}").geturl()
+        hosts = [{"address": proxied, "socket_timeout": 2, "socket_connect_timeout": 1}]
+        prefix = f"test-outage-{uuid.uuid4().hex[:8]}:"
+        layer = RedisChannelLayer(hosts=hosts, prefix=prefix)
+        sender = redis_layer(redis_url, prefix)
+        beat = tmp_path / "beat"
+        worker = KitWorker(
+            application=Recorder.as_asgi(),
+            channels=["jobs"],
+            channel_layer=layer,
+            heartbeat_path=beat,
+            heartbeat_interval=0.1,
+        )
+        server = asyncio.ensure_future(worker.arun())
+        await send_jobs(sender, 1)
+        await wait_until(lambda: seen == [0] and beat.exists())
+
+        await proxy.cut()
+        await wait_until(lambda: not worker.layer_answers, timeout=30)
+        stale = beat.stat().st_mtime
+        await asyncio.sleep(1.0)  # several heartbeats, none of which may touch the file
+        assert beat.stat().st_mtime == stale
+        assert not server.done()
+
+        await proxy.start()
+        await wait_until(lambda: worker.layer_answers and beat.stat().st_mtime > stale, timeout=30)
+        await sender.send("jobs", {"type": "job.run", "n": 1})
+        await wait_until(lambda: seen == [0, 1], timeout=30)
+        worker.request_stop("test")
+        await asyncio.wait_for(server, 30)
+        await sender.flush()
+        await proxy.cut()
+
+    asyncio.run(scenario())

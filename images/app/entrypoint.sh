@@ -1,6 +1,9 @@
 #!/bin/sh
 # Entrypoint of the app image, and the launcher of the Procfile's process types (run from
-# the project's directory, app/demo). The first argument picks the role:
+# the project's directory: /app/project in the image, PROJECT_DIR or app/demo on a host).
+# The project runs under the kit's settings (DJANGO_SETTINGS_MODULE=channels_kit.project.settings)
+# over its own (KIT_PROJECT_SETTINGS; found in manage.py when unset). The first argument
+# picks the role:
 #   daphne   the interface server running the project (HTTP + WebSocket) on SERVER_BIND:PORT
 #            (ASGI_MODE=direct; in relay mode the stack's Daphne runs images/relay instead)
 #   web      the Procfile's web process: `daphne`, or with ASGI_MODE=relay the kit's relay
@@ -9,7 +12,9 @@
 #            on 3031 for nginx, plain HTTP on SERVER_BIND:PORT for healthchecks and benchmarks
 #   worker   a runworker process; further arguments go to it (--only-channels=...); with
 #            ASGI_MODE=relay it also serves the relayed HTTP and WebSocket traffic
-#   migrate  apply database migrations and create the demo user, then exit (also: release)
+#   migrate  the release step: apply database migrations, then publish the static files to
+#            STATIC_PUBLISH_DIR when set (nginx's volume), then exit (also: release)
+#   describe what the kit found in the project (manage.py kit_project; --json for scripts)
 # Anything else is run as given (e.g. `python manage.py shell`).
 set -eu
 # The image installs the shared functions; a checkout (the Procfile) has them beside this file.
@@ -17,9 +22,21 @@ lib=/usr/local/lib/channels-kit/entrypoint-lib.sh
 [ -f "$lib" ] || lib="$(dirname "$0")/../common/entrypoint-lib.sh"
 . "$lib"
 load_secret_files
+# A DJANGO_SETTINGS_MODULE other than the kit's names the project's own settings.
+overlay=channels_kit.project.settings
+if [ -n "${DJANGO_SETTINGS_MODULE:-}" ] && [ "$DJANGO_SETTINGS_MODULE" != "$overlay" ]; then
+  export KIT_PROJECT_SETTINGS="$DJANGO_SETTINGS_MODULE"
+fi
+export DJANGO_SETTINGS_MODULE="$overlay"
+if [ -z "${KIT_PROJECT_SETTINGS:-}" ]; then
+  KIT_PROJECT_SETTINGS=$(python -c 'from pathlib import Path
+from channels_kit.project.discover import find_settings
+print(find_settings(Path("."))[0])') || exit 2
+  export KIT_PROJECT_SETTINGS
+fi
 
 # What print_settings shows (never a secret).
-export KIT_SETTINGS_KEYS="SERVER_ROLE ASGI_MODE DJANGO_ALLOWED_HOSTS DJANGO_DEBUG POSTGRES_HOST POSTGRES_DB
+export KIT_SETTINGS_KEYS="SERVER_ROLE KIT_PROJECT_SETTINGS ASGI_MODE DJANGO_ALLOWED_HOSTS DJANGO_DEBUG POSTGRES_HOST POSTGRES_DB
   REDIS_URLS REDIS_SOCKET_TIMEOUT LOG_LEVEL WORKER_CONCURRENCY WORKER_HTTP_CONCURRENCY
   WORKER_WEBSOCKET_CONCURRENCY WORKER_GRACE_PERIOD_SECONDS UWSGI_PROCESSES UWSGI_THREADS
   UWSGI_WORKER_RELOAD_MERCY LONGPOLL_TIMEOUT CHAT_SOCKET_HOST PORT"
@@ -37,7 +54,7 @@ case "$role" in
   daphne)
     export SERVER_ROLE="${SERVER_ROLE:-daphne}"
     timeout=$(whole_seconds DAPHNE_HTTP_TIMEOUT "${DAPHNE_HTTP_TIMEOUT:-120}")
-    exec_daphne chatdemo.asgi:application "$timeout" "${DAPHNE_WEBSOCKET_CONNECT_TIMEOUT:-20}" "$@"
+    exec_daphne channels_kit.project.asgi:application "$timeout" "${DAPHNE_WEBSOCKET_CONNECT_TIMEOUT:-20}" "$@"
     ;;
   all)
     export SERVER_ROLE="${SERVER_ROLE:-daphne}"
@@ -58,7 +75,7 @@ case "$role" in
     set -- uwsgi \
       --strict --master --need-app --single-interpreter \
       --pythonpath "$PWD" \
-      --module chatdemo.wsgi:application \
+      --module channels_kit.project.wsgi:application \
       --uwsgi-socket "${SERVER_BIND:-0.0.0.0}:${WSGI_SOCKET_PORT:-3031}" \
       --http-socket "${SERVER_BIND:-0.0.0.0}:${PORT:-8000}" \
       --processes "$UWSGI_PROCESSES" --threads "$UWSGI_THREADS" \
@@ -75,8 +92,22 @@ case "$role" in
     set -- python manage.py runworker "$@"
     ;;
   migrate | release)
+    print_settings python manage.py migrate --noinput "$@"
     python manage.py migrate --noinput "$@"
-    set -- python manage.py ensure_demo_user
+    if [ -n "${STATIC_PUBLISH_DIR:-}" ] && [ -d "${STATIC_ROOT:-}" ]; then
+      [ -w "$STATIC_PUBLISH_DIR" ] || {
+        echo "STATIC_PUBLISH_DIR=$STATIC_PUBLISH_DIR is not writable by $(id -un) (uid $(id -u)): its volume was made by another user; remove it (docker volume rm <project>_static-files) and start again" >&2
+        exit 1
+      }
+      # Added beside what earlier releases published: pages of the old code still being
+      # served during a rollout keep finding their (hashed) files.
+      cp -R "${STATIC_ROOT:?}/." "$STATIC_PUBLISH_DIR/"
+      echo "channels-kit release: $(find "$STATIC_ROOT" -type f | wc -l) static file(s) published to $STATIC_PUBLISH_DIR"
+    fi
+    exit 0
+    ;;
+  describe)
+    exec python manage.py kit_project "$@"
     ;;
   *)
     set -- "$role" "$@"

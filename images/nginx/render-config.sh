@@ -11,6 +11,8 @@
 #   ASGI_DOMAIN     the WebSocket host of `domain` mode (default ws.localhost)
 #   WSGI_PATHS      prefixes sent back to uWSGI in `inverted` mode (default /accounts/,/admin/)
 #   WSGI_DOMAIN     a host sent entirely to uWSGI in `inverted` mode (default: none)
+#   STATIC_URL_PATH where the project's static files are served from /srv/static (default
+#                   /static/; empty: none, the project's STATIC_URL is on another host)
 # Every value is checked before anything is written; a bad one stops the container
 # with the reason.
 set -Eeuo pipefail
@@ -36,6 +38,7 @@ export NGINX_RELOAD_DRAIN="${NGINX_RELOAD_DRAIN:-${WS_READ_TIMEOUT:-3600s}}"
 export MAX_REQUEST_BYTES="${MAX_REQUEST_BYTES:-1048576}"
 export WS_READ_TIMEOUT="${WS_READ_TIMEOUT:-3600s}"
 export HTTP_READ_TIMEOUT="${HTTP_READ_TIMEOUT:-130s}"
+export STATIC_URL_PATH="${STATIC_URL_PATH-/static/}"
 
 # prefixes NAME: the comma-separated path prefixes in $NAME, one a line, each checked
 # (only characters that cannot break out of a `location` line).
@@ -76,7 +79,9 @@ read_prefixes() {
   [[ -z "$list" ]] || mapfile -t into <<<"$list"
 }
 
-asgi_paths=() longpoll_paths=() wsgi_paths=()
+static_paths=() asgi_paths=() longpoll_paths=() wsgi_paths=()
+read_prefixes static_paths STATIC_URL_PATH
+((${#static_paths[@]} <= 1)) || die "STATIC_URL_PATH: one path prefix such as /static/, not '$STATIC_URL_PATH'"
 read_prefixes asgi_paths ASGI_PATHS
 read_prefixes longpoll_paths LONGPOLL_PATHS
 read_prefixes wsgi_paths WSGI_PATHS
@@ -115,6 +120,15 @@ case "$ROUTING" in
     ;;
 esac
 
+KIT_STATIC_LOCATION=""
+if ((${#static_paths[@]})); then
+  KIT_STATIC_LOCATION=$(printf '%s\n' \
+    "location ^~ ${static_paths[0]%/}/ {" \
+    "    alias /srv/static/;" \
+    "    expires 1h;" \
+    "    access_log off;" \
+    "}")
+fi
 KIT_STREAM_LOCATIONS=$(locations proxy-daphne-stream "${stream_paths[@]}")
 KIT_ASGI_PATH_LOCATIONS=$(locations proxy-daphne-stream "${asgi_paths[@]}")
 KIT_LONGPOLL_LOCATIONS=$(locations proxy-daphne-stream "${longpoll_paths[@]}")
@@ -138,14 +152,14 @@ fi
 for block in KIT_STREAM_LOCATIONS KIT_ASGI_PATH_LOCATIONS KIT_LONGPOLL_LOCATIONS KIT_WSGI_PATH_LOCATIONS; do
   [[ -z "${!block}" ]] || printf -v "$block" '%s\n' "${!block}"
 done
-export KIT_STREAM_LOCATIONS KIT_ASGI_PATH_LOCATIONS KIT_LONGPOLL_LOCATIONS KIT_WSGI_PATH_LOCATIONS \
+export KIT_STATIC_LOCATION KIT_STREAM_LOCATIONS KIT_ASGI_PATH_LOCATIONS KIT_LONGPOLL_LOCATIONS KIT_WSGI_PATH_LOCATIONS \
   KIT_WSGI_DOMAIN_SERVER
 
 # Only these are substituted: nginx's own $variables stay as they are.
 # shellcheck disable=SC2016  # envsubst's list of names, not an expansion
 vars='${NGINX_WORKER_PROCESSES} ${NGINX_WORKER_CONNECTIONS} ${NGINX_RELOAD_DRAIN} ${MAX_REQUEST_BYTES}
       ${WS_READ_TIMEOUT} ${HTTP_READ_TIMEOUT} ${ROUTING} ${ASGI_DOMAIN} ${KIT_STREAM_LOCATIONS}
-      ${KIT_ASGI_PATH_LOCATIONS} ${KIT_LONGPOLL_LOCATIONS} ${KIT_WSGI_PATH_LOCATIONS} ${KIT_WSGI_DOMAIN_SERVER}'
+      ${KIT_ASGI_PATH_LOCATIONS} ${KIT_LONGPOLL_LOCATIONS} ${KIT_WSGI_PATH_LOCATIONS} ${KIT_WSGI_DOMAIN_SERVER} ${KIT_STATIC_LOCATION}'
 render() {
   envsubst "$vars" <"$1" >"$2"
 }

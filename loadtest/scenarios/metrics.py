@@ -112,6 +112,8 @@ def build_summary(environment: Environment) -> dict[str, Any]:
     options = environment.parsed_options
     return {
         "scenario": os.environ.get("SCENARIO", "mixed"),
+        # The project's description (LOADTEST_SPEC, as the user named it); None: the demo's scenarios.
+        "spec": (os.environ.get("LOADTEST_SPEC_SOURCE") or os.environ.get("LOADTEST_SPEC")) or None,
         "host": environment.host,
         "users": getattr(options, "num_users", None),
         "spawn_rate": getattr(options, "spawn_rate", None),

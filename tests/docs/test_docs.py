@@ -117,6 +117,10 @@ INTERNAL = {
     "TEST_REDIS_URL": "the unit tests' Redis",
     "TEST_REDIS_SHARD_URLS": "the unit tests' Redis",
     "NAME": "a loop variable of a shell script",
+    "KIT_PROJECT_SETTINGS": "the project's settings module: the app image sets it (PROJECT_SETTINGS)",
+    "STATIC_PUBLISH_DIR": "compose gives the migrate service nginx's static volume",
+    "STATIC_URL_PATH": "compose gives nginx PROJECT_STATIC_URL",
+    "KIT_STATIC_LOCATION": "computed by the nginx image's renderer from STATIC_URL_PATH",
     **dict.fromkeys(
         (
             "KIT_STREAM_LOCATIONS",

@@ -141,7 +141,7 @@ def wait_container_healthy(container: str, timeout: float = 60) -> None:
 
 def app_containers_started() -> dict[str, str]:
     """Start time of every app container (Daphne, workers): a restarted one shows a new time."""
-    ids = compose("ps", "--quiet", "daphne", "worker", "worker-thumbnail").stdout.split()
+    ids = compose("ps", "--quiet", "daphne", "worker", "worker-slow").stdout.split()
     inspect = ["docker", "inspect", "--format", "{{.State.StartedAt}}", *ids]
     times = subprocess.run(inspect, check=True, capture_output=True, text=True).stdout.split()
     return dict(zip(ids, times, strict=True))

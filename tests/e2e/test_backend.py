@@ -23,7 +23,7 @@ LAYER_CLASSES = {
     "rabbitmq": "channels_kit.layers.rabbitmq.layer.RabbitMQChannelLayer",
     "postgres": "channels_kit.layers.postgres.layer.PostgresChannelLayer",
 }
-APP_SERVICES = ("worker", "worker-thumbnail")
+APP_SERVICES = ("worker", "worker-slow")
 PROCESS_HOSTS = (
     "import json, sqlite3; "
     "db = sqlite3.connect('file:/var/lib/channels-kit/layer/layer.sqlite3?mode=ro', uri=True); "

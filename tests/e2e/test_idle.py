@@ -15,7 +15,7 @@ def _socket_timeout_in(service: str) -> float:
 
 def test_idle_socket_and_idle_worker_outlive_the_redis_socket_timeout():
     timeout = _socket_timeout_in("daphne")
-    assert timeout == _socket_timeout_in("worker") == _socket_timeout_in("worker-thumbnail") == 2.0, (
+    assert timeout == _socket_timeout_in("worker") == _socket_timeout_in("worker-slow") == 2.0, (
         "scripts/test should lower it"
     )
     idle = 3 * timeout

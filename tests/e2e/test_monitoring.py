@@ -38,7 +38,7 @@ def api(path: str, **params: str) -> dict:
 
 def test_every_worker_and_daphne_is_scraped_and_up():
     expected = {
-        "workers": len(service_hosts("worker")) + len(service_hosts("worker-thumbnail")),
+        "workers": len(service_hosts("worker")) + len(service_hosts("worker-slow")),
         "daphne": len(service_hosts("daphne")),
     }
 

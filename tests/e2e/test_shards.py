@@ -61,7 +61,7 @@ def test_redis_shards_four_configures_four_servers(tmp_path):
 def test_local_backend_starts_no_redis(tmp_path):
     config, text = services_of(tmp_path, CHANNEL_BACKEND="local", REDIS_SHARDS="4")
     assert not [name for name in config if name.startswith("redis-")], config
-    assert {"daphne", "worker", "worker-thumbnail", "nginx"} <= set(config)
+    assert {"daphne", "worker", "worker-slow", "nginx"} <= set(config)
     assert re.search(r"^CHANNEL_BACKEND=local$", text, re.MULTILINE)
     assert re.search(r"^COMPOSE_PROFILES=$", text, re.MULTILINE)
 

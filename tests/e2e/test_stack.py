@@ -37,7 +37,7 @@ def test_background_task_runs_on_a_thumbnail_worker():
     task = run_task({"sleep": 0.1, "name": "thumbnail-1"})
     assert task["status"] == "done" and task["channel"] == "thumbnail"
     assert task["worker"].startswith("worker/")
-    assert task["worker"].removeprefix("worker/") in service_hosts("worker-thumbnail")
+    assert task["worker"].removeprefix("worker/") in service_hosts("worker-slow")
     assert task["result"]["echo"] == {"sleep": 0.1, "name": "thumbnail-1"}
     assert task["started"] is not None
 
@@ -74,6 +74,6 @@ def test_unknown_host_is_refused():
 def test_every_python_service_runs_the_installed_kit():
     """The images install the kit's wheel: it comes from the venv, in every role."""
     code = "import channels_kit; print(channels_kit.__file__)"
-    for service in ("daphne", "worker", "worker-thumbnail"):
+    for service in ("daphne", "worker", "worker-slow"):
         location = service_exec(service, "python", "-c", code).stdout.strip()
         assert location.startswith("/opt/venv/lib/") and "/site-packages/" in location, (service, location)

@@ -10,7 +10,7 @@ import time
 from conftest import REPO, compose, post_task, service_hosts, wait_for_task
 
 CHANNEL = "thumbnail"
-SERVICE = "worker-thumbnail"
+SERVICE = "worker-slow"
 JOB_SECONDS = 2
 # Queued behind the running ones: enough to outlast a heartbeat (5 s) and still leave a backlog.
 BACKLOG = 6

@@ -7,7 +7,7 @@ import time
 
 from conftest import compose, post_task, wait_for_task
 
-SERVICE = "worker-thumbnail"
+SERVICE = "worker-slow"
 
 
 def _exit_codes(service: str) -> list[int]:

@@ -1,8 +1,10 @@
 """The Kubernetes manifests (deploy/kubernetes): every overlay renders with `kubectl
 kustomize` and validates offline against the API schemas of kubectl's Kubernetes version
 (strict: an unknown field fails), then holds what the kit promises of it: probes,
-resources, drain times, budgets, autoscaling, who may reach Redis and PostgreSQL, and a
-REDIS_URLS that names the shards the StatefulSet runs, in order.
+resources, drain times, budgets, autoscaling, who may reach Redis and PostgreSQL, a
+REDIS_URLS that names the shards the StatefulSet runs, in order, the project's image in
+every container that runs the project (kustomize's `images:` names it), the static files
+in every nginx pod, and the worker tiers' channels from the ConfigMap.
 
 No cluster runs here: these are checks of the rendered objects, not of a deployment.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -25,6 +28,21 @@ REPO = Path(__file__).resolve().parents[2]
 KUBERNETES = REPO / "deploy" / "kubernetes"
 OVERLAYS = sorted(path.name for path in (KUBERNETES / "overlays").iterdir() if path.is_dir())
 WORKLOADS = ("Deployment", "StatefulSet")
+# The image each overlay runs the project with: the kit's demo build, or a project's own
+# (overlays/example-project names it with kustomize's images transformer).
+APP_IMAGES = {"example-project": "registry.example.com/mysite:v2"}
+# (workload, container) that run the project's image, in every mode; Daphne's in direct mode.
+APP_CONTAINERS = {
+    ("migrate", "migrate"),
+    ("worker", "wait-for-migrations"),
+    ("worker", "worker"),
+    ("worker-slow", "wait-for-migrations"),
+    ("worker-slow", "worker"),
+    ("nginx", "static"),
+}
+DIRECT_APP_CONTAINERS = {("daphne", "wait-for-migrations"), ("daphne", "daphne")}
+# Overlays without a slow channel (components/no-slow-worker): no worker-slow.
+WITHOUT_SLOW_WORKER = {"example-project"}
 
 assert shutil.which("kubectl"), "these tests render the manifests with kubectl (with its kustomize)"
 
@@ -39,10 +57,20 @@ def kubernetes_version() -> str:
 
 @cache
 def render(overlay: str) -> tuple[dict, ...]:
-    out = subprocess.run(
-        ["kubectl", "kustomize", str(KUBERNETES / "overlays" / overlay)], check=True, capture_output=True
-    )
+    return render_directory(KUBERNETES / "overlays" / overlay)
+
+
+def render_directory(directory: Path) -> tuple[dict, ...]:
+    out = subprocess.run(["kubectl", "kustomize", str(directory)], check=True, capture_output=True)
     return tuple(doc for doc in yaml.safe_load_all(out.stdout) if doc)
+
+
+def app_image(overlay: str) -> str:
+    return APP_IMAGES.get(overlay, "channels-kit/app:dev")
+
+
+def is_direct(overlay: str) -> bool:
+    return not overlay.startswith("relay")
 
 
 def objects(overlay: str, kind: str) -> dict[str, dict]:
@@ -64,7 +92,7 @@ def config(overlay: str) -> dict[str, str]:
 
 
 def test_there_are_overlays_for_both_modes_and_the_shard_count():
-    assert {"direct", "relay", "relay-4-shards"} <= set(OVERLAYS)
+    assert {"direct", "relay", "relay-4-shards", "example-project"} <= set(OVERLAYS)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -145,7 +173,9 @@ def test_grace_periods_cover_the_drains(overlay):
     shutdown = float(env_of(nginx["containers"][0])["NGINX_SHUTDOWN_TIMEOUT"]["value"].rstrip("s"))
     pre_stop = nginx["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
     assert nginx["terminationGracePeriodSeconds"] >= float(pre_stop[1]) + shutdown + 5
-    for name in ("worker", "worker-thumbnail"):
+    for name in ("worker", "worker-slow"):
+        if name not in deployments and overlay in WITHOUT_SLOW_WORKER:
+            continue
         spec = deployments[name]["spec"]["template"]["spec"]
         grace = float(env_of(spec["containers"][0])["WORKER_GRACE_PERIOD_SECONDS"]["value"])
         assert spec["terminationGracePeriodSeconds"] >= grace + 5, name
@@ -184,7 +214,9 @@ def test_only_the_kits_pods_reach_redis_and_postgres_and_nothing_else_is_publish
         allowed = [source["podSelector"] for source in rule["from"]]
         assert all(set(source) == {"matchLabels"} for source in allowed), "only pods of this namespace"
         # Every pod of the kit that talks to them is let in, or the site would not work.
-        for name in ("daphne", "worker", "worker-thumbnail", "migrate"):
+        for name in ("daphne", "worker", "worker-slow", "migrate"):
+            if name not in workloads and overlay in WITHOUT_SLOW_WORKER:
+                continue
             assert any(selects(source, pod_labels(workloads[name])) for source in allowed), (guarded, name)
     for service in objects(overlay, "Service").values():
         assert service["spec"].get("type", "ClusterIP") == "ClusterIP", service["metadata"]["name"]
@@ -221,7 +253,7 @@ def test_relay_daphne_runs_the_relay_image_without_the_projects_secrets():
             assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
         else:
             assert config(overlay)["ASGI_MODE"] == "direct"
-            assert container["image"].startswith("channels-kit/app:") and container["args"] == ["daphne"]
+            assert container["image"] == app_image(overlay) and container["args"] == ["daphne"]
             assert {"DJANGO_SECRET_KEY", "POSTGRES_PASSWORD", "REDIS_PASSWORD"} <= secrets
             assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
 
@@ -229,8 +261,9 @@ def test_relay_daphne_runs_the_relay_image_without_the_projects_secrets():
 def test_every_setting_the_manifests_pass_is_documented_in_env_example():
     documented = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", (REPO / ".env.example").read_text(), re.M))
     # Read by the images' own entrypoints (PostgreSQL's, redis-cli), or set per service as
-    # compose.yaml does (SERVER_ROLE): not settings of the user's.
-    images_own = {"PGDATA", "REDISCLI_AUTH", "SERVER_ROLE"}
+    # compose.yaml does (SERVER_ROLE; nginx's STATIC_URL_PATH, which compose derives from
+    # PROJECT_STATIC_URL): not settings of the user's.
+    images_own = {"PGDATA", "REDISCLI_AUTH", "SERVER_ROLE", "STATIC_URL_PATH"}
     for overlay in OVERLAYS:
         names = set(config(overlay))
         for kind in (*WORKLOADS, "Job"):
@@ -269,3 +302,81 @@ def test_scripts_kubernetes_secret_makes_the_secret_every_manifest_refers_to(tmp
         [str(REPO / "scripts" / "kubernetes-secret"), str(env)], capture_output=True, text=True
     )
     assert refused.returncode != 0 and "POSTGRES_PASSWORD is not set" in refused.stderr
+
+
+def app_containers(overlay: str) -> dict[tuple[str, str], dict]:
+    """(workload, container) -> container, of every Deployment, StatefulSet and Job."""
+    found = {}
+    for kind in (*WORKLOADS, "Job"):
+        for name, workload in objects(overlay, kind).items():
+            for container in containers(workload):
+                found[(name, container["name"])] = container
+    return found
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_projects_image_runs_in_every_container_that_runs_the_project(overlay):
+    expected = APP_CONTAINERS | (DIRECT_APP_CONTAINERS if is_direct(overlay) else set())
+    if overlay in WITHOUT_SLOW_WORKER:
+        expected = {pair for pair in expected if pair[0] != "worker-slow"}
+    running = {pair for pair, c in app_containers(overlay).items() if c["image"] == app_image(overlay)}
+    assert running == expected, running ^ expected
+
+
+@pytest.mark.parametrize("base", ["direct", "relay"])
+def test_kustomize_images_names_the_projects_image_as_the_docs_say(tmp_path, base):
+    """The snippet of docs/several-machines.md: an overlay of one's own, beside no kit file,
+    naming the project's image once; every container that runs the project gets it."""
+    overlay = tmp_path / "mysite"
+    overlay.mkdir()
+    kit = os.path.relpath(KUBERNETES / "overlays" / base, overlay)
+    overlay.joinpath("kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources: [{kit}]\n"
+        "images:\n  - {name: channels-kit/app, newName: registry.example.com/mysite, newTag: v2}\n"
+    )
+    docs = (REPO / "docs" / "several-machines.md").read_text()
+    assert "{name: channels-kit/app, newName: registry.example.com/mysite, newTag: v2}" in docs
+    images: dict[tuple[str, str], str] = {}
+    for doc in render_directory(overlay):
+        if doc["kind"] in (*WORKLOADS, "Job"):
+            for container in containers(doc):
+                images[(doc["metadata"]["name"], container["name"])] = container["image"]
+    expected = APP_CONTAINERS | (DIRECT_APP_CONTAINERS if base == "direct" else set())
+    assert {pair for pair, image in images.items() if image == "registry.example.com/mysite:v2"} == expected
+    assert not any(image.startswith("channels-kit/app") for image in images.values()), images
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_nginx_pod_serves_the_static_files_of_the_projects_image(overlay):
+    pod = objects(overlay, "Deployment")["nginx"]["spec"]["template"]["spec"]
+    (static,) = pod["initContainers"]
+    (nginx,) = pod["containers"]
+    assert static["image"] == app_image(overlay)
+    # The image's STATIC_ROOT (images/app/Dockerfile), copied as it is; the entrypoint is skipped.
+    assert static["command"] == ["cp", "-R", "/app/static/.", "/srv/static/"]
+    dockerfile = (REPO / "images" / "app" / "Dockerfile").read_text()
+    assert "STATIC_ROOT=/app/static" in dockerfile
+    (volume,) = pod["volumes"]
+    assert volume == {"name": volume["name"], "emptyDir": {}}
+    assert static["volumeMounts"] == [{"name": volume["name"], "mountPath": "/srv/static"}]
+    assert nginx["volumeMounts"] == [{"name": volume["name"], "mountPath": "/srv/static", "readOnly": True}]
+    assert env_of(nginx)["STATIC_URL_PATH"]["value"] == "/static/"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_worker_tiers_take_their_channels_from_the_configmap(overlay):
+    deployments = objects(overlay, "Deployment")
+    (configmap,) = objects(overlay, "ConfigMap")
+    tiers = {"worker": "WORKER_EXCLUDE_CHANNELS", "worker-slow": "WORKER_ONLY_CHANNELS"}
+    if overlay in WITHOUT_SLOW_WORKER:
+        assert "worker-slow" not in deployments
+        assert config(overlay)["SLOW_CHANNELS"] == ""  # worker serves every channel
+        del tiers["worker-slow"]
+    else:
+        assert config(overlay)["SLOW_CHANNELS"] == "thumbnail"  # the demo's
+    for name, variable in tiers.items():
+        (container,) = deployments[name]["spec"]["template"]["spec"]["containers"]
+        assert container["args"] == ["worker"], name  # no channel flag: the environment's
+        ref = env_of(container)[variable]["valueFrom"]["configMapKeyRef"]
+        assert ref == {"name": configmap, "key": "SLOW_CHANNELS"}, name

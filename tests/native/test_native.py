@@ -199,7 +199,7 @@ def long_poll_gets_a_post(room: str) -> dict:
 def test_the_procfile_processes_chat_run_tasks_and_stop_without_a_trace(native):
     stack = native("processes")
     # The Procfile's types under honcho, as a platform would run them, beside Redis.
-    for name in ("web.1", "worker.1", "worker-thumbnail.1", "redis.1"):
+    for name in ("web.1", "worker.1", "worker-slow.1", "redis.1"):
         assert f"{name} started" in stack.text()
     page = http("GET", "/")
     assert page.status == 200 and b'id="send-form"' in page.body
@@ -282,6 +282,41 @@ def test_relay_mode_behind_nginx(native):
     hello, _, got = asyncio.run(chat_pair("relay"))
     assert hello["server"].startswith("worker/") and got["message"] == "hello relay"
     assert run_task("thumbnail")["status"] == "done"
+
+
+def test_a_project_of_your_own_runs_without_docker(native):
+    """PROJECT_DIR=tests/projects/mysite (the Channels tutorial's shape: SQLite and a Redis at
+    127.0.0.1:6379 in its settings, Django 5.2 on this host's Python): the Procfile's processes
+    run it from its own directory under the kit's settings, nginx in front."""
+    stack = native("processes", PROJECT_DIR="tests/projects/mysite", NATIVE_NGINX="on")
+    text = stack.text()
+    assert "native stack of mysite" in text and "worker.1 started" in text
+    assert "worker-slow" not in text  # the project routes no slow channel
+    assert "replaced CHANNEL_LAYERS: channels_redis.core.RedisChannelLayer 127.0.0.1:6379" in text
+    page = http("GET", "/chat/")
+    assert page.status == 200 and b"What chat room" in page.body
+    script = http("GET", "/static/chat/room.js")
+    assert script.status == 200 and "X-Served-By" not in script.headers  # nginx, from STATIC_ROOT
+    assert script.body == (REPO / "tests/projects/mysite/chat/static/chat/room.js").read_bytes()
+
+    async def group() -> list[str]:
+        urls = [f"ws://127.0.0.1:{PORT}/ws/{kind}/native/" for kind in ("chat", "sync-chat")]
+        async with (
+            websockets.connect(urls[0], origin=ORIGIN) as first,
+            websockets.connect(urls[1], origin=ORIGIN) as second,
+        ):
+            await asyncio.sleep(0.3)
+            await first.send(json.dumps({"message": "from mysite"}))
+            return [json.loads(await asyncio.wait_for(s.recv(), 10))["message"] for s in (first, second)]
+
+    assert asyncio.run(group()) == ["from mysite", "from mysite"]
+    created = http("POST", "/chat/tasks/", {"number": 9})
+    assert created.status == 202, created.body
+    deadline = time.monotonic() + 30
+    while (task := http("GET", f"/chat/tasks/{created.json()['id']}/").json())["status"] != "done":
+        assert time.monotonic() < deadline, task
+        time.sleep(0.2)
+    assert task["result"] == 81
 
 
 # --- a platform's Redis over TLS ------------------------------------------------------

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import tomllib
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +109,11 @@ WRONG_ORDER = """
 from scratch.settings import *  # noqa: F403
 INSTALLED_APPS = ["channels", "channels_kit", "django.contrib.contenttypes"]
 """
+WSGI = """
+from django.core.wsgi import get_wsgi_application
+
+application = get_wsgi_application()
+"""
 ASGI = """
 from channels.consumer import AsyncConsumer
 from channels.routing import ChannelNameRouter, ProtocolTypeRouter
@@ -144,6 +150,7 @@ def make_environment(root: Path, requirement: str, constraints: Path) -> Environ
         "settings": SETTINGS,
         "wrong_order": WRONG_ORDER,
         "asgi": ASGI,
+        "wsgi": WSGI,
         "urls": URLS,
     }.items():
         (package / f"{name}.py").write_text(text)
@@ -180,6 +187,8 @@ def test_the_wheel_holds_every_module_and_the_package_metadata(wheel):
     assert metadata["License-Expression"] == "BSD-3-Clause"
     assert {"redis", "metrics", "daphne", "speed", "testing"} <= set(metadata.get_all("Provides-Extra"))
     assert "Typing :: Typed" in metadata.get_all("Classifier")
+    assert {"Framework :: Django :: 5.2", "Framework :: Django :: 6.1"} <= set(metadata.get_all("Classifier"))
+    assert "Django<7,>=5.2" in metadata.get_all("Requires-Dist")
     assert metadata["Description-Content-Type"] == "text/markdown"
 
 
@@ -187,16 +196,23 @@ def test_without_extras_the_kit_imports_and_names_the_extra_it_misses(bare):
     assert bare.django("runworker", "--help").stdout.startswith("usage:")
     result = bare.django("runworker", "--metrics-port", "9100", check=False)
     assert result.returncode != 0
-    assert "pip install 'channels-kit[metrics]'" in result.stderr
+    assert "install the kit's 'metrics' extra (pip install './app[metrics]'" in result.stderr
     result = bare.django("runall", check=False)
-    assert result.returncode != 0 and "pip install 'channels-kit[daphne]'" in result.stderr
-    # channels_kit.layers names the Redis layer only when asked, so it imports without redis.
+    assert result.returncode != 0 and "pip install './app[daphne]'" in result.stderr
+    # channels_kit.layers names the Redis layer only when asked, so it imports without redis;
+    # the relay too, on a layer of no extra (it refuses the in-memory one).
+    layer_env = {"PATH": str(bare.python.parent), "CHANNEL_BACKEND": "local"}
+    layer_env["LOCAL_LAYER_PATH"] = str(bare.project / "layer.sqlite3")
     run(
         bare.python,
         "-c",
         "import channels_kit.layers, channels_kit.conf, channels_kit.relay.asgi",
         cwd=bare.project,
+        env=layer_env,
     )
+    env = {"PATH": str(bare.python.parent)}
+    result = run(bare.python, "-c", "import channels_kit.relay.asgi", cwd=bare.project, env=env, check=False)
+    assert result.returncode != 0 and "in-memory one, which lives inside one process" in result.stderr
     result = run(
         bare.python, "-c", "from channels_kit.layers import RedisChannelLayer", cwd=bare.project, check=False
     )
@@ -207,13 +223,16 @@ def test_without_extras_the_kit_imports_and_names_the_extra_it_misses(bare):
     assert run(bare.python, "-c", probe, cwd=bare.project, env=env).stdout.strip() == "asyncio"
     env = {"EVENT_LOOP": "uvloop", "PATH": str(bare.python.parent)}
     result = run(bare.python, "-c", probe, cwd=bare.project, env=env, check=False)
-    assert "pip install 'channels-kit[speed]'" in result.stderr, result.stderr
+    assert "pip install './app[speed]'" in result.stderr, result.stderr
     # The backend switch names the extra of a backend that is not installed.
     probe = "from channels_kit.conf import channel_layers_from_env; channel_layers_from_env()"
     for backend, server in (("rabbitmq", "RABBITMQ_HOST"), ("postgres", "POSTGRES_HOST")):
         env = {"CHANNEL_BACKEND": backend, server: backend, "PATH": str(bare.python.parent)}
         result = run(bare.python, "-c", probe, cwd=bare.project, env=env, check=False)
-        assert f"pip install 'channels-kit[{backend}]'" in result.stderr, result.stderr
+        assert f"pip install './app[{backend}]' from the root of the kit's checkout" in result.stderr, (
+            result.stderr
+        )
+        assert "channels-kit[" not in result.stderr
 
 
 def test_with_every_extra_every_module_imports_and_the_commands_run(full):
@@ -231,8 +250,19 @@ def test_with_every_extra_every_module_imports_and_the_commands_run(full):
         """
     )
     env = {"DJANGO_SETTINGS_MODULE": "scratch.settings", "PATH": str(full.python.parent)}
-    result = run(full.python, "-c", script, cwd=full.project, env=env)
-    location, *imported = result.stdout.split()
+    # Modules that act on import get what they need: the relay's builds its application on a
+    # layer workers can share; the project overlay's modules run under its settings, which
+    # wrap the project's own.
+    layer_env = env | {
+        "CHANNEL_BACKEND": "local",
+        "LOCAL_LAYER_PATH": str(full.project / "layer.sqlite3"),
+        "DJANGO_SETTINGS_MODULE": "channels_kit.project.settings",
+        "KIT_PROJECT_SETTINGS": "scratch.settings",
+    }
+    result = run(full.python, "-c", script, cwd=full.project, env=layer_env)
+    # What the script printed, after any log lines of the modules it imported.
+    lines = result.stdout.split()
+    location, *imported = lines[next(i for i, line in enumerate(lines) if line.endswith("__init__.py")) :]
     assert "site-packages" in location and str(REPO) not in location
     assert set(imported) == set(source_modules()) - {"channels_kit"}
     # The health views as docs/using-the-kit.md wires them (no database here: not ready).
@@ -252,6 +282,10 @@ def test_with_every_extra_every_module_imports_and_the_commands_run(full):
     assert json.loads(checks)["checks"]["channel_layer"]["ok"] is True
     probe = "from channels_kit.event_loop import loop_name; print(loop_name())"
     assert run(full.python, "-c", probe, cwd=full.project, env=env).stdout.strip() == "uvloop"
+    # The oldest pair the package supports: this host's Python (3.11) and the pinned Django
+    # 5.2 (the newest pair runs in the unit image: compose/test.yaml's unit-newest).
+    version = run(full.python, "-c", "import django; print(django.get_version())", cwd=full.project, env=env)
+    assert version.stdout.startswith("5.2."), version.stdout
     for command in ("runworker", "channels_status", "runall"):
         assert full.django(command, "--help").stdout.startswith("usage:")
     assert "System check identified no issues" in full.django("check").stdout
@@ -264,3 +298,32 @@ def test_channels_listed_before_the_kit_fails_the_system_check(bare):
     # The check runs before any command, so the upstream worker never starts silently.
     result = bare.django("runworker", "jobs", settings="scratch.wrong_order", check=False)
     assert result.returncode != 0 and "channels_kit.E001" in result.stderr
+
+
+# --- what the docs and the kit's other files say of the package ------------------------------
+
+
+def test_the_install_section_lists_every_extra():
+    """docs/using-the-kit.md's extras table (its Install section) names each extra of
+    app/pyproject.toml, and no other."""
+    extras = set(tomllib.loads((APP / "pyproject.toml").read_text())["project"]["optional-dependencies"])
+    text = (REPO / "docs" / "using-the-kit.md").read_text()
+    install = text.split("\n## Install\n", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"^\| `([a-z]+)` \|", install, re.M))
+    assert listed == extras, f"missing: {sorted(extras - listed)}, not extras: {sorted(listed - extras)}"
+
+
+def test_no_variable_of_the_kit_looks_like_a_typo_to_the_package(full):
+    """Every variable of .env.example (the images', compose's, the demo's and the package's) is
+    one the package reads or one it does not mistake for a typo of those."""
+    names = sorted(set(re.findall(r"^#?([A-Z][A-Z0-9_]*)=", (REPO / ".env.example").read_text(), re.M)))
+    script = (
+        "import json, sys; from channels_kit.conf import lookalikes; "
+        "print(json.dumps(lookalikes({name: 'x' for name in sys.argv[1:]})))"
+    )
+    env = {"PATH": str(full.python.parent)}
+    found = json.loads(run(full.python, "-c", script, *names, cwd=full.project, env=env).stdout)
+    assert not found, (
+        f"{found}: rename the variable, or add it to channels_kit.conf.READ_ELSEWHERE (read by the "
+        "kit's images or scripts, not the package)"
+    )

@@ -103,6 +103,98 @@ def test_swarm_specifics(tmp_path):
     assert stack["networks"]["default"] == {"name": "st_default", "driver": "overlay", "attachable": True}
 
 
+APP_SERVICES = ("migrate", "static", "worker", "worker-slow")
+
+
+def test_the_static_job_publishes_on_every_node_for_that_nodes_nginx(tmp_path):
+    _, stack = render(tmp_path, "relay")
+    services = stack["services"]
+    static, nginx, migrate = services["static"], services["nginx"], services["migrate"]
+    assert static["deploy"]["mode"] == "global-job"
+    assert static["deploy"]["restart_policy"]["condition"] == "on-failure"
+    assert static["image"] == services["worker"]["image"]
+    assert [(v["source"], v["target"]) for v in static["volumes"]] == [("static-files", "/srv/static")]
+    (served,) = [v for v in nginx["volumes"] if v["target"] == "/srv/static"]
+    assert served["source"] == "static-files" and served["read_only"] is True
+    assert nginx["environment"]["STATIC_URL_PATH"] == "/static/"
+    # The migrations job runs on one node: it publishes nothing (the static job does).
+    assert migrate["environment"]["STATIC_PUBLISH_DIR"] == ""
+    assert "static-files" not in {v["source"] for v in migrate.get("volumes", [])}
+    # Through the image's entrypoint would need a role; the job copies the files itself, and
+    # `docker stack deploy` turns $$ into $ (docker compose config keeps it escaped).
+    assert static["entrypoint"][:2] == ["sh", "-c"]
+    assert static["entrypoint"][2].startswith("cp -R /app/static/. /srv/static/ && echo ")
+    assert "$$(find /app/static -type f | wc -l)" in static["entrypoint"][2]
+
+
+@pytest.mark.parametrize("mode", ["direct", "relay"])
+def test_the_projects_image_runs_every_app_service(tmp_path, mode):
+    env = {"PROJECT_IMAGE": "channels-kit/app-mysite", "APP_TAG": "v3"}
+    _, stack = render(tmp_path, mode, **env)
+    services = stack["services"]
+    for name in APP_SERVICES + (("daphne",) if mode == "direct" else ()):
+        assert services[name]["image"] == "channels-kit/app-mysite:v3", name
+    if mode == "relay":
+        assert services["daphne"]["image"].startswith("channels-kit/relay:")
+    _, stack = render(tmp_path, mode, SWARM_REGISTRY="10.0.0.1:5000", **env)
+    for name in APP_SERVICES:
+        assert stack["services"][name]["image"] == "10.0.0.1:5000/channels-kit/app-mysite:v3", name
+    # APP_IMAGE (an image named in its own registry) wins over the project's.
+    _, stack = render(tmp_path, mode, APP_IMAGE="registry.example.com/mysite", **env)
+    for name in APP_SERVICES:
+        assert stack["services"][name]["image"] == "registry.example.com/mysite:v3", name
+
+
+def test_the_worker_tiers_follow_the_project(tmp_path):
+    def tiers(**env: str) -> tuple[int, int, dict, dict]:
+        _, stack = render(tmp_path, "relay", **env)
+        worker, slow = stack["services"]["worker"], stack["services"]["worker-slow"]
+        return (
+            worker["deploy"]["replicas"],
+            slow["deploy"]["replicas"],
+            worker["environment"],
+            slow["environment"],
+        )
+
+    # The demo, as `make build` derives it: a slow channel, a tier for it.
+    workers, slow, worker_env, slow_env = tiers(
+        PROJECT_WORKERS="1", PROJECT_SLOW_WORKERS="1", PROJECT_SLOW_CHANNELS="thumbnail"
+    )
+    assert (workers, slow) == (1, 1)
+    assert worker_env["WORKER_EXCLUDE_CHANNELS"] == "thumbnail"
+    assert slow_env["WORKER_ONLY_CHANNELS"] == "thumbnail"
+    for environment in (worker_env, slow_env):
+        assert not {"WORKER_ONLY_CHANNELS", "WORKER_EXCLUDE_CHANNELS"} <= set(environment)
+    # A project without a slow channel: no task for worker-slow.
+    workers, slow, worker_env, _ = tiers(PROJECT_WORKERS="1", PROJECT_SLOW_WORKERS="0")
+    assert (workers, slow) == (1, 0) and worker_env["WORKER_EXCLUDE_CHANNELS"] == ""
+    # Nothing derived (a stack file rendered before `make build`): one general worker only.
+    assert tiers()[:2] == (1, 0)
+    # The user's counts win over the derived ones.
+    assert tiers(WORKER_REPLICAS="3", SLOW_WORKER_REPLICAS="2", PROJECT_SLOW_WORKERS="0")[:2] == (3, 2)
+
+
+def test_swarm_nodes_loads_the_projects_image(tmp_path):
+    env_file = tmp_path / ".env"
+    env_file.write_text("PROJECT_IMAGE=channels-kit/app-mysite\nAPP_TAG=v3\nPOSTGRES_IMAGE=pg:15\n")
+    clean = {k: os.environ[k] for k in ("PATH", "HOME") if k in os.environ}
+    images = subprocess.run(
+        ["scripts/swarm-nodes", "images"],
+        cwd=REPO,
+        env={**clean, "ENV_FILE": str(env_file)},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert images == [
+        "channels-kit/app-mysite:v3",
+        "channels-kit/relay:dev",
+        "channels-kit/redis:dev",
+        "channels-kit/nginx:dev",
+        "pg:15",
+    ]
+
+
 def test_a_registry_names_the_kits_images_only(tmp_path):
     _, stack = render(
         tmp_path, "relay", SWARM_REGISTRY="10.0.0.1:5000", POSTGRES_IMAGE="postgres:15-bookworm"

@@ -1,7 +1,8 @@
 """The stack on Docker Swarm across three nodes (scripts/swarm-nodes: Docker-in-Docker
 nodes on this machine), relay mode, three Redis shards one per node, three Daphnes one per
-node: groups across nodes, a rolling worker update under chat load, a failing image
-rolled back by Swarm, and a node lost. In order: each test leaves the swarm as the next
+node: the project's static files served by every node's nginx, groups across nodes, a
+rolling worker update under chat load (static files published again first), a failing
+image rolled back by Swarm, and a node lost. In order: each test leaves the swarm as the next
 one expects it. The figures go to the terminal (scripts/test shows them).
 
 Environment: ENV_FILE (the test stack's settings: images, secrets), SWARM_TEST_KEEP=1
@@ -18,6 +19,8 @@ import random
 import re
 import subprocess
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -58,6 +61,32 @@ def run(*command: str, node: str | None = "node-1", timeout: float = 600, check:
 
 def docker(*args: str, node: str = "node-1", check: bool = True) -> str:
     return run("docker", *args, node=node, check=check).stdout
+
+
+def app_repository() -> str:
+    """The project's image without its tag, as the workers run it (channels-kit/app for the
+    demo, channels-kit/app-<name> for another project)."""
+    return running_tasks("worker")[0][1].split("@")[0].rsplit(":", 1)[0]
+
+
+def completed_tasks(service: str, image: str) -> list[str]:
+    """The nodes where a task of the job ``service`` ran ``image`` (repository:tag) to completion."""
+    out = docker("service", "ps", "--format", "{{.Node}} {{.Image}} {{.CurrentState}}", f"{STACK}_{service}")
+    return sorted(
+        line.split()[0]
+        for line in out.splitlines()
+        if line.split()[1].split("@")[0] == image and " Complete " in f" {line} "
+    )
+
+
+def static_file(address: str, path: str) -> tuple[int, bytes]:
+    """GET ``path`` from one node's nginx: (status, body)."""
+    request = urllib.request.Request(f"http://{address}:{PORT}{path}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
 
 
 def running_tasks(service: str) -> list[tuple[str, str]]:
@@ -250,6 +279,27 @@ def test_stack_spreads_over_the_nodes(addresses):
     assert "REDIS_PASSWORD_FILE=/run/secrets/redis_password" in spec
 
 
+# A static file of the demo (its chat app's), which only the app image holds: nginx's
+# image has none, every node's static-files volume gets it from the static job.
+STATIC_PATH = "/static/chat/chat.css"
+STATIC_SOURCE = REPO / "app" / "demo" / "chat" / "static" / "chat" / "chat.css"
+
+
+def test_every_nodes_nginx_serves_the_projects_static_files(addresses):
+    # The static job ran on every node, with the image the workers run.
+    image = running_tasks("worker")[0][1].split("@")[0]
+    assert completed_tasks("static", image) == list(NODES), docker("service", "ps", f"{STACK}_static")
+    # The migrations job publishes nothing in Swarm (it runs on one node only).
+    migrate = json.loads(docker("service", "inspect", f"{STACK}_migrate"))[0]
+    container = migrate["Spec"]["TaskTemplate"]["ContainerSpec"]
+    assert "STATIC_PUBLISH_DIR=" in container["Env"]
+    assert all(mount["Target"] != "/srv/static" for mount in container.get("Mounts", []))
+    for node, address in addresses.items():
+        status, body = static_file(address, STATIC_PATH)
+        assert (status, body) == (200, STATIC_SOURCE.read_bytes()), (node, status, body[:200])
+        assert static_file(address, "/static/chat/no-such-file.css")[0] == 404, node
+
+
 def test_a_room_spans_daphnes_on_every_node(addresses, capsys):
     room = f"swarm-{uuid.uuid4().hex[:6]}"
     members = [Member(n, room, addresses[NODES[n % 3]]) for n in range(30)]
@@ -283,8 +333,9 @@ def test_a_room_spans_daphnes_on_every_node(addresses, capsys):
 def test_rolling_worker_update_under_load_drops_nothing(addresses, capsys):
     tag = "swarm-v2"
     current = running_tasks("worker")[0][1].split("@")[0]
+    repository = app_repository()
     for node in NODES:  # the new release reaches every node (as a registry would bring it)
-        docker("tag", current, f"channels-kit/app:{tag}", node=node)
+        docker("tag", current, f"{repository}:{tag}", node=node)
     rooms = [f"swarm-roll-{n}-{uuid.uuid4().hex[:6]}" for n in range(4)]
     members = [Member(n, rooms[n % 4], addresses[NODES[n % 3]]) for n in range(120)]
     started = time.monotonic()
@@ -308,28 +359,34 @@ def test_rolling_worker_update_under_load_drops_nothing(addresses, capsys):
     expected = sum(len(posts_of(members, m.room)) for m in members)
     delivered = sum(len(posts_of(members, m.room) & set(m.received)) for m in members)
     closes = sum(len(m.closed_at) for m in members)
-    workers = running_tasks("worker") + running_tasks("worker-thumbnail")
+    workers = running_tasks("worker") + running_tasks("worker-slow")
     with capsys.disabled():
         print(
             f"\nswarm rolling update to {tag}: 120 sockets over 3 nodes, {sum(len(m.sent) for m in members)} "
             f"posts, {delivered}/{expected} deliveries, {closes} closes, {time.monotonic() - started:.0f} s"
         )
-    assert {image.split("@")[0] for _, image in workers} == {f"channels-kit/app:{tag}"}, workers
+    assert {image.split("@")[0] for _, image in workers} == {f"{repository}:{tag}"}, workers
     assert len(workers) == 4
     assert closes == 0
     assert expected > 120 * 10 and delivered == expected
+    # swarm-deploy published the new image's static files again, on every node.
+    published = completed_tasks("static", f"{repository}:{tag}")
+    assert published == list(NODES), docker("service", "ps", f"{STACK}_static")
+    for node, address in addresses.items():
+        assert static_file(address, STATIC_PATH)[0] == 200, node
 
 
 def test_a_failing_image_rolls_back_by_itself(addresses, capsys):
     broken = "swarm-broken"
+    repository = app_repository()
     # A release whose workers never become healthy (its healthcheck always fails).
     dockerfile = (
-        "FROM channels-kit/app:swarm-v2\nUSER root\n"
+        f"FROM {repository}:swarm-v2\nUSER root\n"
         "RUN printf '#!/bin/sh\\nexit 1\\n' > /usr/local/bin/kit-healthcheck\nUSER app\n"
     )
     for node in NODES:
         subprocess.run(
-            ["docker", "build", "-q", "-t", f"channels-kit/app:{broken}", "-"],
+            ["docker", "build", "-q", "-t", f"{repository}:{broken}", "-"],
             input=dockerfile,
             env={**os.environ, "DOCKER_HOST": node_socket(node), "DOCKER_BUILDKIT": "0"},
             check=True,
@@ -348,7 +405,7 @@ def test_a_failing_image_rolls_back_by_itself(addresses, capsys):
     deadline = time.monotonic() + 60
     while len(running_tasks("worker")) < 3 and time.monotonic() < deadline:
         time.sleep(1)
-    assert {image.split("@")[0] for _, image in running_tasks("worker")} == {"channels-kit/app:swarm-v2"}
+    assert {image.split("@")[0] for _, image in running_tasks("worker")} == {f"{repository}:swarm-v2"}
     assert len(running_tasks("worker")) == 3
 
 

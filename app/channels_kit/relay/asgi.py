@@ -1,13 +1,33 @@
 """``daphne channels_kit.relay.asgi:application``: the relay, configured from the environment.
 
 Needs no Django project: the channel layer comes from ``REDIS_URLS`` and friends
-(``channels_kit.conf``), the rest from the variables below (``.env.example``).
+(``channels_kit.conf``), the rest from the variables below (``.env.example``). It refuses
+to start on Channels' in-memory layer, which no worker shares.
 """
 
 from __future__ import annotations
 
+from channels.layers import InMemoryChannelLayer
+from django.core.exceptions import ImproperlyConfigured
+
 from channels_kit.conf import channel_layer_from_env, env_float, env_int, env_str
+from channels_kit.layers.base import ChannelLayer
 from channels_kit.relay.interface import RelayApplication, RelaySettings
+
+IN_MEMORY_RELAY = (
+    "the channel layer is Channels' in-memory one, which lives inside one process: the relay's "
+    "workers would never get what it sends, and every request would hang. Name the layer the "
+    "workers use: a Redis server (REDIS_URLS, or a platform's REDIS_URL), or CHANNEL_BACKEND="
+    "rabbitmq, postgres or local with its server"
+)
+
+
+def layer_from_env() -> ChannelLayer:
+    """The relay's channel layer (``channel_layer_from_env()``); never the in-memory one."""
+    layer = channel_layer_from_env()
+    if isinstance(layer, InMemoryChannelLayer):
+        raise ImproperlyConfigured(IN_MEMORY_RELAY)
+    return layer
 
 
 def settings_from_env() -> RelaySettings:
@@ -27,4 +47,4 @@ def settings_from_env() -> RelaySettings:
     )
 
 
-application = RelayApplication(channel_layer_from_env(), settings_from_env())
+application = RelayApplication(layer_from_env(), settings_from_env())

@@ -9,12 +9,15 @@ configuration, and say how to build the layer::
         def make_layer(self, **config):
             return MyChannelLayer(hosts=[...], **config)
 
-``config`` holds what a test needs: always ``prefix`` (unique per test, so that tests
-never see each other's messages), and ``capacity``, ``channel_capacity``, ``expiry`` or
-``group_expiry`` where a test is about them. Several layers built for one test stand for
-several processes sharing the backend. A backend that can only share within one
-instance (Channels' in-memory layer) sets ``shares_instance = True``. Known gaps go in
-``expected_failures`` (test name -> reason): they are marked as expected failures.
+``config`` holds what a test needs: ``capacity``, ``channel_capacity``, ``expiry`` or
+``group_expiry`` where a test is about them, and ``prefix`` (unique per test, so that
+tests never see each other's messages on a shared server). Several layers built for one
+test stand for several processes sharing the backend. A backend that can only share
+within one instance (Channels' in-memory layer) sets ``shares_instance = True``: each
+test then builds one new instance, which stands for every process and needs no
+``prefix``, so none is passed. Known gaps go in ``expected_failures`` (test name ->
+reason): they are marked as expected failures. docs/channel-layer.md runs it on Channels'
+in-memory layer as an example.
 
 What the suite asks: send and receive, ``new_channel``, ``!`` channels (direct sends,
 order), general channels received whole by another process, concurrent receivers each
@@ -81,11 +84,13 @@ class ChannelLayerConformance:
         return self.layers(1, **config)[0]
 
     def layers(self, peers: int, **config: Any) -> list[ChannelLayer]:
-        """``peers`` layers sharing the backend, as that many processes would."""
-        config.setdefault("prefix", self._prefix)
+        """``peers`` layers sharing the backend, as that many processes would (one instance
+        standing for all of them when ``shares_instance``: it shares no server, so it gets no
+        ``prefix``)."""
         if self.shares_instance:
             made = [self.make_layer(**config)] * peers
         else:
+            config.setdefault("prefix", self._prefix)
             made = [self.make_layer(**config) for _ in range(peers)]
         self._made.extend(made)
         return made

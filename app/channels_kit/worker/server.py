@@ -5,23 +5,40 @@ so that queued messages go to the workers that replace it. Here that means: stop
 taking messages (cancel the pending ``layer.receive()`` calls), hand back what the
 layer fetched but did not deliver, let in-flight consumers finish within a grace
 period, then exit 0.
+
+A worker whose layer does not answer serves nothing, and says so:
+
+- **At start, fail fast.** Before it serves, the worker probes its layer (a message sent
+  to a channel of its own and received back). No answer within ``layer_wait`` seconds
+  (``WORKER_LAYER_WAIT_SECONDS``, 30): it raises ``LayerUnreachable``, naming the layer's
+  servers and the error, and ``runworker`` exits non-zero (its supervisor restarts it).
+- **Later, keep trying, but stop the heartbeat.** An outage after start (a Redis restart,
+  a shard down) must not kill workers: the layer reconnects and they serve again. Each
+  heartbeat probes the layer first and touches the heartbeat file only when it answered,
+  so while no answer comes the file grows stale and the healthcheck reports the worker
+  unhealthy; the outage and its end are logged once each. On a sharded layer the probe's
+  channel lives on one shard, so a single shard down shows only on the workers whose
+  channels it holds, and only as long as it is down.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import sys
+import uuid
 from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from channels.worker import Worker
 
+from channels_kit.conf import layer_servers
 from channels_kit.event_loop import loop_kind, new_event_loop
-from channels_kit.layers.base import ChannelLayer, DrainableLayer, inspector_for
+from channels_kit.layers.base import ChannelLayer, DrainableLayer, backend_name, inspector_for
 from channels_kit.observe.worker_state import WorkerStatePublisher
 from channels_kit.worker.slots import ChannelStats, ConsumerSlot, Handler, RelaySlot, Send, Slot
 
@@ -33,6 +50,30 @@ EXIT_ABANDONED = 1
 CLOSE_TIMEOUT_SECONDS = 5.0
 # How long the cancelled heartbeat gets to finish a state publish before the withdrawal.
 BEAT_STOP_TIMEOUT_SECONDS = 1.0
+# How long one probe of the layer may take, and the pause between probes at start.
+LAYER_PROBE_TIMEOUT_SECONDS = 5.0
+LAYER_RETRY_SECONDS = 1.0
+# How long a starting worker waits for its layer (WORKER_LAYER_WAIT_SECONDS).
+DEFAULT_LAYER_WAIT_SECONDS = 30.0
+
+
+class LayerUnreachable(RuntimeError):
+    """The channel layer did not answer a starting worker in time."""
+
+
+class LayerComplaints(logging.Handler):
+    """Keeps the last warning the layer's code logged (``channels_kit.layers``): a probe that
+    times out learns why from it (the layer retries its errors and logs them)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.last = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        args = record.args if isinstance(record.args, tuple) else ()
+        # The error itself, whose repr (in the message) may say little: redis-py 8's does.
+        errors = [f"{type(a).__name__}: {a}" for a in args if isinstance(a, BaseException) and str(a)]
+        self.last = record.getMessage() + "".join(f" [{error}]" for error in errors)
 
 
 class KitWorker(Worker):
@@ -44,7 +85,8 @@ class KitWorker(Worker):
     Channels in ``relay_channels`` (relay mode's ``http.request`` and ``websocket.*``)
     get ``RelaySlot``s that run each message through ``relay_handler``.
     A worker opens no port, so its healthcheck reads the heartbeat file's age: a
-    fresh file proves the loop is turning (``python -m channels_kit.observe.probe heartbeat``).
+    fresh file proves the loop is turning and the layer answers (``python -m
+    channels_kit.observe.probe heartbeat``).
     On a layer that shares worker state (Redis) the heartbeat also publishes the worker's
     state (channels, busy, counters) for ``channels_status`` and the metrics
     (``channels_kit.observe.worker_state``).
@@ -64,6 +106,7 @@ class KitWorker(Worker):
         heartbeat_path: Path | None = None,
         heartbeat_interval: float = 5.0,
         publish_state: bool = True,
+        layer_wait: float | None = DEFAULT_LAYER_WAIT_SECONDS,
     ) -> None:
         super().__init__(application=application, channels=list(channels), channel_layer=channel_layer)
         overrides = channel_concurrency or {}
@@ -73,12 +116,19 @@ class KitWorker(Worker):
                 raise ValueError(f"concurrency of {channel} must be at least 1, not {count}")
         if grace_period < 0:
             raise ValueError(f"grace_period must not be negative, not {grace_period}")
+        if layer_wait is not None and layer_wait < 0:
+            raise ValueError(f"layer_wait must not be negative (None: no wait), not {layer_wait}")
         relayed = set(relay_channels) & set(self.channels)
         if relayed and relay_handler is None:
             raise ValueError(f"relay channels {sorted(relayed)} need a relay_handler")
         self.grace_period = grace_period
         self.heartbeat_path = heartbeat_path
         self.heartbeat_interval = heartbeat_interval
+        self.layer_wait = layer_wait
+        # The layer answered the last probe; the channel the probes use (made on first use).
+        self.layer_answers = False
+        self._probe_channel: str | None = None
+        self._complaints = LayerComplaints()
         self.stats = {channel: ChannelStats() for channel in self.channels}
         self.slots: list[Slot] = []
         for channel in self.channels:
@@ -163,8 +213,20 @@ class KitWorker(Worker):
                 loop.remove_signal_handler(sig)
 
     async def handle(self) -> None:
-        """Run every slot until a stop is requested or a listener fails, then drain."""
+        """Wait for the layer, run every slot until a stop is requested or a listener fails,
+        then drain."""
         self.loop = asyncio.get_running_loop()
+        layer_logger = logging.getLogger("channels_kit.layers")
+        layer_logger.addHandler(self._complaints)
+        try:
+            if not await self.wait_for_layer():
+                return  # stopped before the layer answered: nothing was taken
+            await self._serve()
+        finally:
+            layer_logger.removeHandler(self._complaints)
+            self.loop = None
+
+    async def _serve(self) -> None:
         beating = self.heartbeat_path or self.state_publisher
         beat = asyncio.ensure_future(self.heartbeat()) if beating else None
         logger.info(
@@ -201,7 +263,6 @@ class KitWorker(Worker):
                 await asyncio.wait({beat}, timeout=BEAT_STOP_TIMEOUT_SECONDS)
             if self.state_publisher:
                 await self.state_publisher.withdraw()
-            self.loop = None
         if failure is not None:
             raise failure
 
@@ -268,12 +329,88 @@ class KitWorker(Worker):
 
         return send
 
+    # --- the layer answers: the start-up wait and the heartbeat ------------------------
+
+    def describe_layer(self) -> str:
+        """The layer's servers, passwords masked, for messages (its class when it has none)."""
+        return ", ".join(layer_servers(self.channel_layer)) or backend_name(self.channel_layer)
+
+    async def probe_layer(self) -> str | None:
+        """Send a message to a channel of this worker's own and receive it back, within
+        ``LAYER_PROBE_TIMEOUT_SECONDS``; None when the layer answered, else why not."""
+        self._complaints.last = ""
+        token = uuid.uuid4().hex
+        try:
+            async with asyncio.timeout(LAYER_PROBE_TIMEOUT_SECONDS):
+                if self._probe_channel is None:
+                    self._probe_channel = await self.channel_layer.new_channel("kit.probe")
+                await self.channel_layer.send(self._probe_channel, {"type": "kit.probe", "token": token})
+                while (await self.channel_layer.receive(self._probe_channel)).get("token") != token:
+                    pass  # an earlier probe's, answered late
+        except TimeoutError:
+            said = f"; the layer said: {self._complaints.last}" if self._complaints.last else ""
+            return f"no answer within {LAYER_PROBE_TIMEOUT_SECONDS:g} s{said}"
+        except Exception as exc:  # noqa: BLE001 - any failure means "does not answer"
+            return f"{type(exc).__name__}: {exc}" if str(exc) else repr(exc)
+        return None
+
+    async def wait_for_layer(self) -> bool:
+        """Probe the layer until it answers (True), a stop is requested (False) or
+        ``layer_wait`` seconds pass (``LayerUnreachable``). No wait when ``layer_wait`` is None."""
+        if self.heartbeat_path:
+            # A file left by an earlier run would look fresh before this one serves.
+            self.heartbeat_path.unlink(missing_ok=True)
+        if self.layer_wait is None:
+            self.layer_answers = True
+            return True
+        deadline = self.loop.time() + self.layer_wait
+        logged = False
+        while not self._stop.is_set():
+            problem = await self.probe_layer()
+            if problem is None:
+                self.layer_answers = True
+                if logged:
+                    logger.info("the channel layer (%s) answers", self.describe_layer())
+                return True
+            if self.loop.time() >= deadline:
+                raise LayerUnreachable(
+                    f"the channel layer ({self.describe_layer()}) did not answer within "
+                    f"{self.layer_wait:g} s (WORKER_LAYER_WAIT_SECONDS): {problem}"
+                )
+            if not logged:
+                logged = True
+                logger.warning(
+                    "waiting up to %g s for the channel layer (%s): %s",
+                    self.layer_wait,
+                    self.describe_layer(),
+                    problem,
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), LAYER_RETRY_SECONDS)
+        return False
+
+    async def _check_layer(self) -> None:
+        """One heartbeat's probe; logs when the layer stops answering and when it answers again."""
+        problem = await self.probe_layer()
+        if problem is None and not self.layer_answers:
+            logger.warning("the channel layer (%s) answers again; heartbeat resumed", self.describe_layer())
+        elif problem is not None and self.layer_answers:
+            logger.error(
+                "the channel layer (%s) does not answer (%s): heartbeat stopped, retrying",
+                self.describe_layer(),
+                problem,
+            )
+        self.layer_answers = problem is None
+
     async def heartbeat(self) -> None:
-        """Every ``heartbeat_interval`` seconds, forever: touch ``heartbeat_path``, publish the state."""
+        """Every ``heartbeat_interval`` seconds, forever: probe the layer (not while draining),
+        touch ``heartbeat_path`` when it answered, publish the state."""
         if self.heartbeat_path:
             self.heartbeat_path.parent.mkdir(parents=True, exist_ok=True)
         while True:
-            if self.heartbeat_path:
+            if self.heartbeat_path and self.layer_wait is not None and not self._stop.is_set():
+                await self._check_layer()
+            if self.heartbeat_path and self.layer_answers:
                 self.heartbeat_path.touch()
             if self.state_publisher:
                 # Bounded, so a slow Redis cannot stall the heartbeat file (the healthcheck).

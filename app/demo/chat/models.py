@@ -50,7 +50,7 @@ class Task(models.Model):
     class Channel(models.TextChoices):
         """The background channels a task can go to (the split of the worker tiers)."""
 
-        THUMBNAIL = "thumbnail"  # slow jobs: their own workers (`worker-thumbnail`)
+        THUMBNAIL = "thumbnail"  # slow jobs: their own workers (`worker-slow`)
         TASKS = "tasks"  # quick jobs: the general workers (`worker`)
 
     class Status(models.TextChoices):

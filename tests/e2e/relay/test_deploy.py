@@ -26,7 +26,7 @@ POST_EVERY = (8.0, 12.0)
 
 def worker_containers() -> dict[str, str]:
     """Container id -> image of every running container of both worker services."""
-    ids = compose("ps", "--quiet", "worker", "worker-thumbnail").stdout.split()
+    ids = compose("ps", "--quiet", "worker", "worker-slow").stdout.split()
     out = subprocess.run(
         ["docker", "inspect", "--format", "{{.Id}} {{.Config.Image}}", *ids],
         check=True,

@@ -35,7 +35,7 @@ def test_the_interface_image_holds_no_project_and_may_run_another_python():
     present = "import importlib.util as u; print(','.join(m for m in ('chat', 'chatdemo') if u.find_spec(m)))"
     assert python_in("daphne", present) == ""
     assert python_in("worker", present) == "chat,chatdemo"
-    assert service_exec("daphne", "test", "-e", "/app/demo", check=False).returncode != 0
+    assert service_exec("daphne", "test", "-e", "/app/project", check=False).returncode != 0
 
 
 def test_both_sides_run_the_kit_installed_from_its_wheel():

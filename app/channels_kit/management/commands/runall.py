@@ -10,6 +10,9 @@ more process of the deployment and scales like the others.
 
     manage.py runall                    # on SERVER_BIND:PORT (0.0.0.0:8000)
     manage.py runall --port 5000
+
+It exits non-zero when it cannot listen (the port is taken), and when its worker fails
+(its layer did not answer at start, or a listener failed).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from typing import Any
 
 from channels import DEFAULT_CHANNEL_LAYER
 from channels.layers import InMemoryChannelLayer, get_channel_layer
@@ -24,10 +28,10 @@ from channels.routing import get_default_application
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import BaseCommand, CommandError
 
-from channels_kit.conf import env_float, env_int, env_str
+from channels_kit.conf import env_float, env_int, env_str, install_hint
 from channels_kit.worker.errors import send_consumer_errors_to_stderr
 from channels_kit.worker.selection import routed_channels
-from channels_kit.worker.server import KitWorker
+from channels_kit.worker.server import DEFAULT_LAYER_WAIT_SECONDS, KitWorker, LayerUnreachable
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +73,7 @@ class Command(BaseCommand):
             bind = options["bind"] or env_str("SERVER_BIND", "0.0.0.0")
             port = options["port"] if options["port"] is not None else env_int("PORT", 8000)
             grace_period = env_float("WORKER_GRACE_PERIOD_SECONDS", 25.0)
+            layer_wait = env_float("WORKER_LAYER_WAIT_SECONDS", DEFAULT_LAYER_WAIT_SECONDS)
             settings = {
                 "http_timeout": env_int("DAPHNE_HTTP_TIMEOUT", 120),
                 "websocket_connect_timeout": env_int("DAPHNE_WEBSOCKET_CONNECT_TIMEOUT", 20),
@@ -98,13 +103,17 @@ class Command(BaseCommand):
             from daphne.endpoints import build_endpoint_description_strings
             from twisted.internet import defer, reactor
         except ImportError as exc:
-            raise CommandError(f"runall needs Daphne ({exc}): pip install 'channels-kit[daphne]'") from None
+            raise CommandError(f"runall needs Daphne ({exc}): {install_hint('daphne')}") from None
 
         application = get_default_application()
         channels = routed_channels(application)
         worker = (
             KitWorker(
-                application=application, channels=channels, channel_layer=layer, grace_period=grace_period
+                application=application,
+                channels=channels,
+                channel_layer=layer,
+                grace_period=grace_period,
+                layer_wait=max(0.0, layer_wait),
             )
             if channels
             else None
@@ -134,7 +143,18 @@ class Command(BaseCommand):
             reactor.addSystemEventTrigger("before", "shutdown", drain)
             logger.info("runall: workers serve %s in this process", ", ".join(channels))
 
-        server = KitDaphneServer(
+        class RunallServer(KitDaphneServer):
+            """Daphne's server, keeping why it could not listen (Daphne only logs it)."""
+
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                self.listen_failures: list[str] = []
+
+            def listen_error(self, failure: Any) -> None:  # a Twisted Failure
+                self.listen_failures.append(failure.getErrorMessage())
+                super().listen_error(failure)
+
+        server = RunallServer(
             application=application,
             endpoints=build_endpoint_description_strings(host=bind, port=port),
             proxy_forwarded_address_header="X-Forwarded-For",
@@ -145,5 +165,10 @@ class Command(BaseCommand):
         )
         logger.info("runall: Daphne on %s:%d", bind, port)
         server.run()
+        if server.listen_failures or not server.listening_addresses:
+            why = "; ".join(server.listen_failures) or "Daphne did not start listening"
+            raise CommandError(f"runall cannot listen on {bind}:{port}: {why}")
+        if failed and isinstance(failed[0], LayerUnreachable):
+            raise CommandError(str(failed[0]))
         if failed:
             raise CommandError(f"the worker failed: {failed[0]!r}")

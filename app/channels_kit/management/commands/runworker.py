@@ -21,12 +21,12 @@ from channels.routing import get_default_application
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import CommandError
 
-from channels_kit.conf import asgi_mode, env_float, env_int, env_list, env_str
+from channels_kit.conf import asgi_mode, env_float, env_int, env_list, env_str, install_hint
 from channels_kit.relay.handler import RelayHandler
 from channels_kit.relay.protocol import HTTP_CHANNELS, WEBSOCKET_CHANNELS
 from channels_kit.worker.errors import send_consumer_errors_to_stderr
 from channels_kit.worker.selection import NoChannelsError, routed_channels, routed_protocols, select_channels
-from channels_kit.worker.server import KitWorker
+from channels_kit.worker.server import DEFAULT_LAYER_WAIT_SECONDS, KitWorker, LayerUnreachable
 
 logger = logging.getLogger(__name__)
 
@@ -167,6 +167,8 @@ class Command(runworker.Command):
             )
             metrics_port = option_or_env(options["metrics_port"], "WORKER_METRICS_PORT", 0)
             relay = options["relay"] or asgi_mode() == "relay"
+            heartbeat_interval = env_float("WORKER_HEARTBEAT_INTERVAL", 5.0)
+            layer_wait = env_float("WORKER_LAYER_WAIT_SECONDS", DEFAULT_LAYER_WAIT_SECONDS)
         except ImproperlyConfigured as exc:
             raise CommandError(str(exc)) from None
         for flag, value in (
@@ -178,6 +180,10 @@ class Command(runworker.Command):
                 raise CommandError(f"{flag} must be at least 1, not {value}")
         if grace_period < 0:
             raise CommandError(f"--grace-period must not be negative, not {grace_period:g}")
+        if layer_wait < 0:
+            raise CommandError(f"WORKER_LAYER_WAIT_SECONDS must not be negative, not {layer_wait:g}")
+        if heartbeat_interval <= 0:
+            raise CommandError(f"WORKER_HEARTBEAT_INTERVAL must be above 0, not {heartbeat_interval:g}")
         if not 0 <= metrics_port <= 65535:
             raise CommandError(f"--metrics-port must be 0 (off) or a port number, not {metrics_port}")
 
@@ -186,7 +192,7 @@ class Command(runworker.Command):
                 from channels_kit.observe.metrics import MetricsServer
             except ImportError as exc:
                 raise CommandError(
-                    f"--metrics-port needs prometheus-client ({exc}): pip install 'channels-kit[metrics]'"
+                    f"--metrics-port needs prometheus-client ({exc}): {install_hint('metrics')}"
                 ) from None
 
         application = get_default_application()
@@ -226,7 +232,8 @@ class Command(runworker.Command):
             relay_channels=relayed,
             grace_period=grace_period,
             heartbeat_path=Path(heartbeat) if heartbeat else None,
-            heartbeat_interval=env_float("WORKER_HEARTBEAT_INTERVAL", 5.0),
+            heartbeat_interval=heartbeat_interval,
+            layer_wait=layer_wait,
         )
         metrics = None
         if metrics_port:
@@ -237,6 +244,8 @@ class Command(runworker.Command):
             logger.info("runworker: Prometheus metrics on :%d/metrics", metrics.port)
         try:
             worker.run()
+        except LayerUnreachable as exc:
+            raise CommandError(str(exc)) from None
         finally:
             if metrics:
                 metrics.close()
