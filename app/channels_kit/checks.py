@@ -15,7 +15,7 @@ from typing import Any
 from django.apps import apps
 from django.core.checks import Error, Warning, register
 
-from channels_kit.conf import lookalike_message, lookalikes
+from channels_kit.variables import lookalike_message, lookalikes
 
 APP_ORDER_ID = "channels_kit.E001"
 LOOKALIKE_ID = "channels_kit.W001"
@@ -41,7 +41,7 @@ def check_app_order(app_configs: Any = None, **kwargs: Any) -> list[Error]:
 
 @register()
 def check_variable_names(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
-    """No variable set that looks like a typo of one the kit reads (``channels_kit.conf.VARIABLES``)."""
+    """No variable set that looks like a typo of one the kit reads (``channels_kit.variables.VARIABLES``)."""
     return [
         Warning(
             lookalike_message(name, meant),

@@ -1,7 +1,7 @@
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from channels_kit import conf
+from channels_kit import conf, variables
 
 
 def test_env_helpers_parse_and_reject(monkeypatch):
@@ -273,7 +273,7 @@ def test_a_variable_that_looks_like_one_the_kit_reads_is_a_typo():
         "HOSTNAME": "box",
         "HEALTHCHECK_INTERVAL": "10s",  # the kit's compose files', not the package's
     }
-    assert conf.lookalikes(env) == [
+    assert variables.lookalikes(env) == [
         ("CHANNEL_LAYER_CAPCITY", "CHANNEL_LAYER_CAPACITY"),
         ("REDIS_ULR", "REDIS_URL"),
         ("redis_urls", "REDIS_URLS"),
@@ -286,7 +286,7 @@ def test_a_typo_is_a_log_warning_once_and_a_system_check_warning(monkeypatch, ca
     from channels_kit.checks import LOOKALIKE_ID
 
     monkeypatch.setenv("REDIS_ULR", "redis://a")
-    monkeypatch.setattr(conf, "_warned", set())
+    monkeypatch.setattr(variables, "_warned", set())
     with caplog.at_level("WARNING", logger="channels_kit.conf"):
         conf.channel_layers_from_env()
         conf.channel_layers_from_env()

@@ -131,6 +131,9 @@ class Cluster:
         app = project_application(name)
         options.setdefault("concurrency", 2)
         options.setdefault("publish_state", False)
+        # Serving at once, as the relay's short test windows expect: the start-up probe of
+        # the layer is test_worker's subject.
+        options.setdefault("layer_wait", None)
         worker = KitWorker(
             application=app,
             channels=channels,

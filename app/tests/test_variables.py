@@ -1,4 +1,4 @@
-"""The one list of the variables the package reads (``channels_kit.conf.VARIABLES``): every
+"""The one list of the variables the package reads (``channels_kit.variables.VARIABLES``): every
 variable its modules read is in it, with the default the code applies, and
 docs/package-variables.md is the table generated from it.
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import channels_kit
-from channels_kit import conf
+from channels_kit import variables
 
 PACKAGE = Path(channels_kit.__file__).parent
 # The functions that read a variable, and the position of the variable's name in their call.
@@ -122,7 +122,7 @@ def test_the_scan_finds_the_packages_reads():
 
 
 def test_every_variable_the_package_reads_is_listed_with_the_default_the_code_applies():
-    listed = {variable.name: variable for variable in conf.VARIABLES}
+    listed = {variable.name: variable for variable in variables.VARIABLES}
     missing, wrong = [], []
     for module, name, default in reads_in_package():
         if name not in listed:
@@ -134,14 +134,14 @@ def test_every_variable_the_package_reads_is_listed_with_the_default_the_code_ap
         if default != variable.default:
             wrong.append(f"{module}: {name} defaults to {default!r}, VARIABLES says {variable.default!r}")
     assert not missing, (
-        "add these to channels_kit.conf.VARIABLES (name, default, who reads it, what it sets) and "
+        "add these to channels_kit.variables.VARIABLES (name, default, who reads it, what it sets) and "
         f"regenerate docs/package-variables.md: {missing}"
     )
     assert not wrong, wrong
 
 
 def test_every_listed_variable_is_read_and_listed_once():
-    names = [variable.name for variable in conf.VARIABLES]
+    names = [variable.name for variable in variables.VARIABLES]
     assert len(names) == len(set(names)), sorted(name for name in names if names.count(name) > 1)
     read = {name for _, name, _ in reads_in_package()}
     assert not set(names) - read, f"listed but read nowhere: {sorted(set(names) - read)}"
@@ -150,7 +150,7 @@ def test_every_listed_variable_is_read_and_listed_once():
 def test_the_doc_is_the_table_of_the_list():
     text = doc("package-variables.md").read_text()
     table = [line for line in text.splitlines() if line.startswith("|")]
-    assert table == conf.variables_table().splitlines(), (
-        "docs/package-variables.md is not the table of channels_kit.conf.VARIABLES: regenerate it "
-        "with `python -c 'from channels_kit.conf import variables_table; print(variables_table())'`"
+    assert table == variables.variables_table().splitlines(), (
+        "docs/package-variables.md is not the table of channels_kit.variables.VARIABLES: regenerate it "
+        "with `python -c 'from channels_kit.variables import variables_table; print(variables_table())'`"
     )

@@ -318,12 +318,12 @@ def test_no_variable_of_the_kit_looks_like_a_typo_to_the_package(full):
     one the package reads or one it does not mistake for a typo of those."""
     names = sorted(set(re.findall(r"^#?([A-Z][A-Z0-9_]*)=", (REPO / ".env.example").read_text(), re.M)))
     script = (
-        "import json, sys; from channels_kit.conf import lookalikes; "
+        "import json, sys; from channels_kit.variables import lookalikes; "
         "print(json.dumps(lookalikes({name: 'x' for name in sys.argv[1:]})))"
     )
     env = {"PATH": str(full.python.parent)}
     found = json.loads(run(full.python, "-c", script, *names, cwd=full.project, env=env).stdout)
     assert not found, (
-        f"{found}: rename the variable, or add it to channels_kit.conf.READ_ELSEWHERE (read by the "
+        f"{found}: rename the variable, or add it to channels_kit.variables.READ_ELSEWHERE (read by the "
         "kit's images or scripts, not the package)"
     )

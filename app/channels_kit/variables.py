@@ -1,0 +1,267 @@
+"""The one list of the environment variables the package reads, with its own defaults, and
+the typos of them: a variable set that the package does not read but that is close to one
+it does is named in a warning (and by the system check ``channels_kit.W001``).
+
+docs/package-variables.md is ``variables_table()``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+logger = logging.getLogger("channels_kit.conf")
+
+
+# --- the variables the package reads: the one list ------------------------------------
+
+
+@dataclass(frozen=True)
+class Variable:
+    """An environment variable the package reads, with the package's own default."""
+
+    name: str
+    #: What the package uses when the variable is unset or empty (None: nothing).
+    default: str | int | float | bool | None
+    #: The parts of the package that read it.
+    read_by: str
+    meaning: str
+    #: Said instead of ``default`` when the default is another setting's or computed.
+    default_note: str = ""
+
+
+LAYER = "channel layer"
+WORKER = "runworker"
+RUNALL = "runall"
+RELAY = "relay"
+DAPHNE = "interface server"
+OVERLAY = "project overlay"
+
+#: Every variable the package reads, with its own default (its images and compose files
+#: may set others: `.env.example`). docs/package-variables.md is ``variables_table()``.
+VARIABLES: tuple[Variable, ...] = (
+    # channel layer (channels_kit.conf, in every process)
+    Variable(
+        "CHANNEL_BACKEND",
+        None,
+        LAYER,
+        "the layer: redis, rabbitmq, postgres, local or memory",
+        "`redis` when a Redis URL is set, else `memory`",
+    ),
+    Variable("REDIS_URLS", None, LAYER, "the Redis servers, comma-separated (several: shards of one layer)"),
+    Variable("REDIS_TLS_URL", None, LAYER, "a platform's Redis over TLS, when REDIS_URLS is unset"),
+    Variable("REDIS_URL", None, LAYER, "a platform's Redis, when REDIS_URLS and REDIS_TLS_URL are unset"),
+    Variable("REDIS_PASSWORD", None, LAYER, "the password of Redis URLs that carry none"),
+    Variable("REDIS_SOCKET_TIMEOUT", 30.0, LAYER, "seconds a Redis reply may take"),
+    Variable("REDIS_CONNECT_TIMEOUT", 5.0, LAYER, "seconds a Redis connection may take"),
+    Variable("REDIS_HEALTH_CHECK_INTERVAL", 30, LAYER, "seconds between checks of an idle Redis connection"),
+    Variable(
+        "REDIS_SSL_CERT_REQS", "required", LAYER, "a rediss:// server's certificate: none, optional, required"
+    ),
+    Variable(
+        "REDIS_SSL_CA_CERTS", None, LAYER, "the CA file a rediss:// server's certificate is checked against"
+    ),
+    Variable("RABBITMQ_URL", None, LAYER, "the RabbitMQ server (amqp:// or amqps://)"),
+    Variable("RABBITMQ_HOST", None, LAYER, "the RabbitMQ host, when RABBITMQ_URL is unset"),
+    Variable("RABBITMQ_PORT", 5672, LAYER, "its port"),
+    Variable("RABBITMQ_USER", "guest", LAYER, "its user"),
+    Variable("RABBITMQ_PASSWORD", "guest", LAYER, "its password"),
+    Variable("RABBITMQ_VHOST", "/", LAYER, "its virtual host"),
+    Variable("RABBITMQ_HEARTBEAT", 30, LAYER, "seconds between AMQP heartbeats"),
+    Variable("POSTGRES_LAYER_URL", None, LAYER, "the PostgreSQL layer's server"),
+    Variable(
+        "DATABASE_URL",
+        None,
+        f"{LAYER}, {OVERLAY}",
+        "the project's database; the PostgreSQL layer's server when POSTGRES_LAYER_URL is unset",
+    ),
+    Variable("POSTGRES_HOST", None, f"{LAYER}, {OVERLAY}", "the PostgreSQL host, when no URL is set"),
+    Variable("POSTGRES_PORT", 5432, f"{LAYER}, {OVERLAY}", "its port"),
+    Variable("POSTGRES_DB", "chat", f"{LAYER}, {OVERLAY}", "its database"),
+    Variable("POSTGRES_USER", "chat", f"{LAYER}, {OVERLAY}", "its user"),
+    Variable("POSTGRES_PASSWORD", None, f"{LAYER}, {OVERLAY}", "its password"),
+    Variable(
+        "POSTGRES_CONNECT_TIMEOUT", 5.0, f"{LAYER}, {OVERLAY}", "seconds a PostgreSQL connection may take"
+    ),
+    Variable(
+        "LOCAL_LAYER_PATH",
+        None,
+        LAYER,
+        "the same-host layer's SQLite file",
+        "`channels-kit-layer.sqlite3` in the temporary directory",
+    ),
+    Variable("CHANNEL_LAYER_PREFIX", "asgi", LAYER, "the prefix of the layer's keys, queues or rows"),
+    Variable("CHANNEL_LAYER_EXPIRY", 60, LAYER, "seconds a message waits before it is dropped"),
+    Variable("CHANNEL_LAYER_GROUP_EXPIRY", 86400, LAYER, "seconds a group membership lasts"),
+    Variable("CHANNEL_LAYER_CAPACITY", 100, LAYER, "messages a channel holds before sends fail"),
+    Variable("CHANNEL_LAYER_RELAY_CAPACITY", 1000, LAYER, "the same for relay mode's channels"),
+    Variable("ASGI_MODE", "direct", f"{LAYER}, {WORKER}", "direct (Daphne runs the project) or relay"),
+    # workers (manage.py runworker; runall's worker)
+    Variable("WORKER_ONLY_CHANNELS", None, WORKER, "globs of the only channels to serve"),
+    Variable("WORKER_EXCLUDE_CHANNELS", None, WORKER, "globs of channels not to serve"),
+    Variable("WORKER_CONCURRENCY", 1, WORKER, "messages in flight per channel"),
+    Variable("WORKER_HTTP_CONCURRENCY", 8, WORKER, "relay mode: HTTP requests in flight"),
+    Variable(
+        "WORKER_WEBSOCKET_CONCURRENCY", 16, WORKER, "relay mode: WebSocket events in flight per channel"
+    ),
+    Variable(
+        "WORKER_GRACE_PERIOD_SECONDS", 25.0, f"{WORKER}, {RUNALL}", "on SIGTERM, seconds in-flight work gets"
+    ),
+    Variable("WORKER_METRICS_PORT", 0, WORKER, "port of the worker's Prometheus /metrics (0: off)"),
+    Variable(
+        "WORKER_HEARTBEAT_FILE",
+        "/tmp/channels-kit/worker.heartbeat",
+        WORKER,
+        "file touched while the layer answers the worker",
+    ),
+    Variable("WORKER_HEARTBEAT_INTERVAL", 5.0, WORKER, "seconds between heartbeats"),
+    Variable(
+        "WORKER_LAYER_WAIT_SECONDS",
+        30.0,
+        f"{WORKER}, {RUNALL}",
+        "seconds a starting worker waits for its layer to answer before it exits non-zero",
+    ),
+    # one-process mode (manage.py runall)
+    Variable("SERVER_BIND", "0.0.0.0", RUNALL, "address to listen on"),
+    Variable("PORT", 8000, RUNALL, "port to listen on"),
+    Variable("WEB_REPLICAS", 1, RUNALL, "web processes the platform runs (more than 1: no in-memory layer)"),
+    Variable("DYNO", None, RUNALL, "a platform's process name (web.2: no in-memory layer)"),
+    Variable("DAPHNE_HTTP_TIMEOUT", 120, f"{RUNALL}, {RELAY}", "seconds a request may take"),
+    Variable("DAPHNE_WEBSOCKET_CONNECT_TIMEOUT", 20, RUNALL, "seconds a WebSocket handshake may take"),
+    Variable("WS_MAX_MESSAGE_BYTES", 65536, RUNALL, "largest WebSocket message"),
+    Variable("DAPHNE_APPLICATION_CLOSE_TIMEOUT", 10, RUNALL, "seconds an application gets to close"),
+    Variable("DAPHNE_PING_INTERVAL", 20, RUNALL, "seconds between WebSocket pings"),
+    Variable("DAPHNE_PING_TIMEOUT", 30, RUNALL, "seconds without a pong before a WebSocket closes"),
+    # Daphne as the kit runs it (channels_kit.interface_server; runall too)
+    Variable("DAPHNE_LISTEN_BACKLOG", 1024, f"{DAPHNE}, {RUNALL}", "the listening socket's backlog"),
+    Variable(
+        "DAPHNE_DRAIN_SECONDS", 10.0, f"{DAPHNE}, {RUNALL}", "on SIGTERM, seconds over which WebSockets close"
+    ),
+    Variable(
+        "WS_MAX_MESSAGES_PER_SECOND",
+        50.0,
+        f"{DAPHNE}, {RUNALL}",
+        "messages a socket may send a second (0: no limit)",
+    ),
+    Variable(
+        "WS_MESSAGE_BURST",
+        None,
+        f"{DAPHNE}, {RUNALL}",
+        "the burst of that limit",
+        "the value of `WS_MAX_MESSAGES_PER_SECOND`",
+    ),
+    Variable(
+        "DAPHNE_METRICS_PORT", 0, f"{DAPHNE}, {RUNALL}", "port of Daphne's Prometheus /metrics (0: off)"
+    ),
+    # the relay (channels_kit.relay.asgi)
+    Variable(
+        "RELAY_TIMEOUT",
+        None,
+        RELAY,
+        "seconds a relayed request may take",
+        "the value of `DAPHNE_HTTP_TIMEOUT`",
+    ),
+    Variable("MAX_REQUEST_BYTES", 1048576, RELAY, "largest request body"),
+    Variable("RELAY_HEALTH_PATH", "/healthz", RELAY, "the relay's own health path"),
+    Variable("RELAY_MAX_QUEUED_EVENTS", 100, RELAY, "events queued per socket before it closes"),
+    Variable("RELAY_GROUP_REFRESH_SECONDS", 60.0, RELAY, "seconds between group membership refreshes"),
+    Variable(
+        "RELAY_NO_WORKER_WAIT_SECONDS", 5.0, RELAY, "seconds a request waits for a worker (negative: forever)"
+    ),
+    Variable("RELAY_WORKER_CHECK_SECONDS", 2.0, RELAY, "seconds between looks for live workers"),
+    Variable(
+        "RELAY_RESEND_SECONDS", 4.0, RELAY, "seconds before an unanswered request is sent again (0: never)"
+    ),
+    Variable("RELAY_ALIVE_SECONDS", 1.0, RELAY, "seconds between the workers' signs of life"),
+    # every process
+    Variable("EVENT_LOOP", "auto", "event loop", "auto, uvloop or asyncio"),
+    Variable("ASGI_THREADS", None, "event loop", "threads for sync code", "asyncio's default pool"),
+    Variable("SERVER_ROLE", None, "identity", "the role in X-Served-By and health answers", "`django`"),
+    Variable("LOG_LEVEL", "INFO", f"logging, {OVERLAY}", "level of the kit's own log lines"),
+    # the project overlay (channels_kit.project)
+    Variable("DJANGO_SETTINGS_MODULE", None, OVERLAY, "the project's settings module", "from manage.py"),
+    Variable(
+        "PROJECT_REQUIREMENTS", None, OVERLAY, "the project's requirements file", "found in the project"
+    ),
+    Variable("KIT_PROJECT_SETTINGS", None, OVERLAY, "the project's own settings module, under the overlay"),
+    Variable(
+        "PROJECT_SETTINGS_OVERLAY", True, OVERLAY, "whether the kit's settings apply over the project's"
+    ),
+    Variable("PROJECT_SETTINGS_KEEP", None, OVERLAY, "settings the overlay leaves as the project has them"),
+    Variable("DJANGO_SECRET_KEY", None, OVERLAY, "SECRET_KEY"),
+    Variable("DJANGO_DEBUG", False, OVERLAY, "DEBUG"),
+    Variable("DJANGO_ALLOWED_HOSTS", ".localhost,127.0.0.1,[::1]", OVERLAY, "ALLOWED_HOSTS, comma-separated"),
+    Variable("DJANGO_CSRF_TRUSTED_ORIGINS", None, OVERLAY, "CSRF_TRUSTED_ORIGINS, comma-separated"),
+    Variable("DJANGO_SESSION_COOKIE_DOMAIN", None, OVERLAY, "SESSION_COOKIE_DOMAIN"),
+    Variable("POSTGRES_CONN_MAX_AGE", 60, OVERLAY, "seconds a database connection is kept"),
+    Variable("CHANNELS_ENABLED", True, OVERLAY, "whether the overlay sets CHANNEL_LAYERS"),
+    Variable("STATIC_ROOT", None, OVERLAY, "where collectstatic puts the static files"),
+    Variable("DJANGO_SERVE_STATIC", False, OVERLAY, "whether Django serves the static files (WhiteNoise)"),
+    Variable("DJANGO_BEHIND_TLS", False, OVERLAY, "trust X-Forwarded-Proto and mark cookies Secure"),
+)
+
+
+def variable_names() -> frozenset[str]:
+    """The names of ``VARIABLES``."""
+    return frozenset(variable.name for variable in VARIABLES)
+
+
+def shown_default(variable: Variable) -> str:
+    """A variable's default as docs/package-variables.md shows it."""
+    if variable.default_note:
+        return variable.default_note
+    if variable.default is None:
+        return "(none)"
+    if isinstance(variable.default, bool):
+        return f"`{str(variable.default).lower()}`"
+    if isinstance(variable.default, float) and variable.default.is_integer():
+        return f"`{int(variable.default)}`"
+    return f"`{variable.default}`"
+
+
+def variables_table() -> str:
+    """The table of docs/package-variables.md, generated from ``VARIABLES``."""
+    rows = ["| Variable | Default | Read by | What |", "| --- | --- | --- | --- |"]
+    rows += [f"| `{v.name}` | {shown_default(v)} | {v.read_by} | {v.meaning} |" for v in VARIABLES]
+    return "\n".join(rows)
+
+
+# --- typos: a variable set that the package does not read, close to one it does -----
+
+#: How close a name must be to one the package reads to count as its typo (difflib ratio).
+LOOKALIKE_CUTOFF = 0.85
+#: Variables of the kit's images, compose files and scripts that look like the package's
+#: but that the package does not read (tests/package checks every one of .env.example).
+READ_ELSEWHERE = frozenset({"HEALTHCHECK_INTERVAL", "PROJECT_SETTINGS", "UWSGI_THREADS"})
+_warned: set[str] = set()
+
+
+def lookalikes(environ: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
+    """``(name set, name meant)`` for each non-empty variable of ``environ`` (the process's)
+    that the package does not read but that is close to one it does (a typo)."""
+    environ = os.environ if environ is None else environ
+    names = variable_names()
+    found = []
+    for name, value in sorted(environ.items()):
+        if name in names or name in READ_ELSEWHERE or not value.strip():
+            continue
+        close = difflib.get_close_matches(name.upper(), names, n=1, cutoff=LOOKALIKE_CUTOFF)
+        if close:
+            found.append((name, close[0]))
+    return found
+
+
+def lookalike_message(name: str, meant: str) -> str:
+    """What the log and the system check say of a variable that looks like a typo."""
+    return f"{name} is set, but channels_kit reads no variable of that name: did you mean {meant}?"
+
+
+def warn_about_lookalikes() -> None:
+    """Log a warning, once per process and name, for each variable that looks like a typo."""
+    for name, meant in lookalikes():
+        if name not in _warned:
+            _warned.add(name)
+            logger.warning(lookalike_message(name, meant))
