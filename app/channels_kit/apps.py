@@ -52,13 +52,22 @@ def show_kit_logs() -> None:
 
 
 def log_settings_changes() -> None:
-    """Each setting the kit's overlay replaced (``channels_kit.project.settings``), once per process."""
+    """Each setting the kit's overlay replaced (``channels_kit.project.settings``), once per
+    process, whatever logging the project configured. On stderr: the container's log shows it,
+    and the stdout of a command that prints data (``channels_status --json``) stays data."""
     from django.conf import settings
 
     changes = getattr(settings, "KIT_SETTINGS_CHANGES", None)
     if changes is None:
         return
     logger = logging.getLogger("channels_kit.project")
+    if not any(getattr(handler, "channels_kit_default", False) for handler in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.channels_kit_default = True
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        logger.addHandler(handler)
+        logger.propagate = False
+        logger.setLevel(logging.INFO)
     logger.info("settings: %s, with the kit's production settings over it", settings.KIT_PROJECT_SETTINGS)
     for change in changes:
         logger.info("replaced %s", change)
