@@ -199,7 +199,13 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("POSTGRES_CONN_MAX_AGE", 60, OVERLAY, "seconds a database connection is kept"),
     Variable("CHANNELS_ENABLED", True, OVERLAY, "whether the overlay sets CHANNEL_LAYERS"),
     Variable("STATIC_ROOT", None, OVERLAY, "where collectstatic puts the static files"),
-    Variable("DJANGO_SERVE_STATIC", False, OVERLAY, "whether Django serves the static files (WhiteNoise)"),
+    Variable(
+        "DJANGO_SERVE_STATIC",
+        None,
+        OVERLAY,
+        "whether Django serves the static files (WhiteNoise)",
+        "`true` when WhiteNoise is installed",
+    ),
     Variable("DJANGO_BEHIND_TLS", False, OVERLAY, "trust X-Forwarded-Proto and mark cookies Secure"),
 )
 

@@ -187,12 +187,14 @@ def installed_apps(project: Settings) -> Any:
 
 def middleware(project: Settings) -> Any:
     """Who answered (``X-Served-By``) first, a 503 while the database is away last, and static
-    files served by Django itself when ``DJANGO_SERVE_STATIC`` says so (nothing in front)."""
+    files served by Django itself (WhiteNoise) unless ``DJANGO_SERVE_STATIC`` says no: the stack's
+    nginx serves them, so compose says no; with nothing in front (a platform) they are."""
     stack = list(project.get("MIDDLEWARE", []))
     if SERVED_BY not in stack:
         stack.insert(0, SERVED_BY)
-    if env_bool("DJANGO_SERVE_STATIC", False) and WHITENOISE not in stack:
-        if find_spec("whitenoise") is None:
+    installed = find_spec("whitenoise") is not None
+    if env_bool("DJANGO_SERVE_STATIC", installed) and WHITENOISE not in stack:
+        if not installed:
             raise ImproperlyConfigured("DJANGO_SERVE_STATIC=true needs WhiteNoise: pip install whitenoise")
         stack.insert(stack.index(SECURITY) + 1 if SECURITY in stack else 1, WHITENOISE)
     if DATABASE_UNAVAILABLE not in stack:
