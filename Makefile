@@ -1,4 +1,5 @@
-# Channels deployment kit: thin wrappers around scripts/ and docker compose.
+# Channels deployment kit: thin wrappers around the operators' scripts (scripts/), the engines'
+# (deploy/), the load tests and benchmarks (loadtest/bin/) and docker compose.
 # `make` (or `make help`) lists the targets.
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
@@ -6,8 +7,10 @@ SHELL := /bin/bash
 N ?= 8
 SERVICE ?= worker
 
-.PHONY: help up down clean ps logs status scale deploy build base-images lint test bench-layer bench-routing \
-	bench-relay bench-broadcast bench-sockets loadtest loadtest-ui loadtest-down scaling bench native-up native-down
+.PHONY: help up down clean ps logs status scale native-up native-down deploy swarm-nodes \
+	swarm-nodes-down swarm-up swarm-deploy swarm-down build base-images lint test bench-layer \
+	bench-relay bench-routing loadtest loadtest-ui loadtest-down scaling bench-broadcast bench-sockets \
+	bench
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -34,28 +37,28 @@ scale: ## Run N replicas of SERVICE (default: worker), e.g. `make scale N=8`
 	@docker compose up --detach --no-recreate --wait --scale $(SERVICE)=$(N) $(SERVICE)
 
 native-up: ## The stack without Docker, in the foreground (Ctrl-C stops it), e.g. NATIVE_MODE=one-process
-	@scripts/native-up
+	@deploy/native/up
 
 native-down: ## Stop what `make native-up` runs (from another terminal); no process is left
-	@scripts/native-down
+	@deploy/native/down
 
 deploy: ## Roll the workers onto new code one at a time, dropping nothing, e.g. `make deploy TAG=v2 CANARY=0.25`
 	@scripts/rollout $(if $(TAG),--tag $(TAG)) $(if $(CANARY),--canary $(CANARY)) $(DEPLOY_ARGS)
 
 swarm-nodes: ## Try Docker Swarm on this one machine: N nodes in containers (default 3) holding the kit's images, e.g. `make swarm-nodes N=3`
-	@scripts/swarm-nodes up $(N)
+	@deploy/swarm/nodes up $(N)
 
 swarm-nodes-down: ## Remove the nodes `make swarm-nodes` started
-	@scripts/swarm-nodes down
+	@deploy/swarm/nodes down
 
 swarm-up: ## Deploy the stack to the Docker Swarm the docker CLI talks to (DOCKER_HOST; docs/several-machines.md)
-	@scripts/swarm-up
+	@deploy/swarm/up
 
 swarm-deploy: ## Roll the Swarm stack's workers onto a new image; Swarm rolls a failing one back, e.g. `make swarm-deploy TAG=v2`
-	@scripts/swarm-deploy $(if $(TAG),--tag $(TAG))
+	@deploy/swarm/deploy $(if $(TAG),--tag $(TAG))
 
 swarm-down: ## Remove the Swarm stack and the secrets it made (volumes stay on their nodes)
-	@scripts/swarm-down
+	@deploy/swarm/down
 
 build: ## Build the kit's images (base images first, when missing)
 	@scripts/build
@@ -70,31 +73,31 @@ test: ## Run the whole test suite: lint, the package and docs, unit tests in the
 	@scripts/test
 
 bench-layer: ## Channel backends side by side, then the Redis layer vs stock channels_redis (~6 min), e.g. BENCH_ARGS='--part backends'
-	@scripts/bench-layer $(BENCH_ARGS)
+	@loadtest/bin/bench-layer $(BENCH_ARGS)
 
 bench-relay: ## Benchmark relay mode against direct mode side by side: HTTP, WebSocket echo, fan-out (~10 min)
-	@scripts/bench-relay $(BENCH_ARGS)
+	@loadtest/bin/bench-relay $(BENCH_ARGS)
 
 bench-routing: ## Benchmark uWSGI vs Daphne pages behind nginx, and nginx vs direct Daphne (~2.5 min, printed)
-	@scripts/bench-routing
+	@loadtest/bin/bench-routing
 
 loadtest: ## Headless Locust run against the running stack, e.g. `make loadtest USERS=500 DURATION=2m SCENARIO=chat`
-	@scripts/loadtest $(LOCUST_ARGS)
+	@loadtest/bin/loadtest $(LOCUST_ARGS)
 
 loadtest-ui: ## Locust's web UI (master + LOCUST_WORKERS=2 workers) on 127.0.0.1:8089 (LOCUST_PORT)
-	@scripts/loadtest-ui
+	@loadtest/bin/loadtest-ui
 
 loadtest-down: ## Stop Locust's web UI and its workers
-	@scripts/loadtest-ui --down
+	@loadtest/bin/loadtest-ui --down
 
 scaling: ## Scaling report: tasks/s and relay-mode req/s vs workers 1-8, pages vs Daphne 1-2, fan-out vs shards 1-4 (~12 min)
-	@scripts/scaling
+	@loadtest/bin/scaling
 
 bench-broadcast: ## The field's broadcast benchmark: the kit (direct, relay) vs a reference server, clients at p95 <= 500 ms
-	@scripts/bench-broadcast $(BENCH_ARGS)
+	@loadtest/bin/bench-broadcast $(BENCH_ARGS)
 
 bench-sockets: ## Idle WebSockets per Daphne process (direct, relay) vs a reference server: count, KB each, limits
-	@scripts/bench-sockets $(BENCH_ARGS)
+	@loadtest/bin/bench-sockets $(BENCH_ARGS)
 
 bench: ## The kit's promised ratios side by side: routing, layer, workers, relay/direct, broadcast, sockets (~27 min)
-	@scripts/bench
+	@loadtest/bin/bench

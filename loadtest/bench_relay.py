@@ -1,4 +1,4 @@
-"""Measurements of one stack for ``scripts/bench-relay`` (direct vs relay mode); prints JSON.
+"""Measurements of one stack for ``loadtest/bin/bench-relay`` (direct vs relay mode); prints JSON.
 
     python bench_relay.py http-rate --rate 300 --seconds 10        # p50/p99 at a fixed rate
     python bench_relay.py echo --connections 50 --seconds 8        # WebSocket echo msg/s, p99

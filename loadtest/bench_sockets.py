@@ -1,4 +1,4 @@
-"""Idle WebSockets one server process holds: ``scripts/bench-sockets`` runs this on the host.
+"""Idle WebSockets one server process holds: ``loadtest/bin/bench-sockets`` runs this on the host.
 
 Client processes (``node/sockets-client.js``, pinned apart from the server) open sockets
 in steps; after each step the server process's resident memory is read from /proc (its

@@ -112,3 +112,62 @@ apt_install() {
     timeout 1200 apt-get install -y -q -o Dpkg::Use-Pty=0 "$@" || die "apt-get install $* failed"
   fi
 }
+
+# container_ips ID: the container's addresses on its networks, space-separated.
+container_ips() {
+  docker inspect --format '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}' "$1" 2>/dev/null | xargs
+}
+
+# nginx_upstreams NGINX SERVICE REQUESTS: the addresses (IP:PORT, one a line) the nginx
+# container NGINX routes SERVICE's requests to now, as its probe sees them
+# (kit-nginx-upstreams: REQUESTS requests through nginx); an nginx image older than that
+# command: the servers of its rendered upstream list. Exit 2: nginx's routing mode does not
+# use SERVICE.
+nginx_upstreams() {
+  local nginx=$1 service=$2 requests=$3 status=0
+  docker exec "$nginx" kit-nginx-upstreams "$service" "$requests" 2>/dev/null || status=$?
+  case "$status" in
+    0 | 1 | 2) return "$status" ;;
+  esac
+  docker exec "$nginx" grep -qx "$service" /run/nginx/upstreams 2>/dev/null || return 2
+  docker exec "$nginx" cat "/run/nginx/upstream-$service.conf" 2>/dev/null \
+    | awk '$1 == "server" && !/ down;/ { sub(/;$/, "", $2); print $2 }'
+}
+
+# wait_upstreams SERVICE [SECONDS]: until the stack's nginx routes requests to every running
+# replica of SERVICE (daphne or uwsgi), polled each second for at most SECONDS (default 60).
+# Whichever way nginx follows replicas (its own `resolve`, or the kit's watcher reloading it
+# every UPSTREAM_REFRESH_SECONDS), this asks nginx what it does (nginx_upstreams). True at once
+# when nginx does not run or its routing mode does not use SERVICE; false, saying which
+# replicas nginx still does not route to, when the time runs out.
+wait_upstreams() {
+  local service=$1 limit=${2:-60} nginx deadline ids id ips ip seen found status count
+  local -a missing
+  nginx=$(compose ps --quiet --status running nginx 2>/dev/null | head -n 1)
+  [[ -n "$nginx" ]] || return 0
+  deadline=$((SECONDS + limit))
+  while :; do
+    ids=$(compose ps --quiet --status running "$service" 2>/dev/null || true)
+    count=$(grep -c . <<<"$ids" || true)
+    status=0
+    seen=$(nginx_upstreams "$nginx" "$service" $((count * 2 + 2 > 64 ? 64 : count * 2 + 2))) || status=$?
+    ((status != 2)) || return 0
+    missing=()
+    for id in $ids; do
+      ips=$(container_ips "$id")
+      found=0
+      for ip in $ips; do
+        [[ $'\n'"$seen"$'\n' == *$'\n'"$ip:"* ]] && found=1
+      done
+      ((found)) || missing+=("$(docker inspect --format '{{.Name}}' "$id" 2>/dev/null | tr -d /) (${ips:-no address})")
+    done
+    ((${#missing[@]} == 0 && count > 0)) && return 0
+    if ((SECONDS >= deadline)); then
+      ((count > 0)) || missing=("none runs")
+      warn "after ${limit}s nginx still routes no request to $service replica(s) ${missing[*]};" \
+        "it routes to: $(tr '\n' ' ' <<<"${seen:-nothing}")(docker exec ${nginx:0:12} kit-nginx-upstreams $service)"
+      return 1
+    fi
+    sleep 1
+  done
+}

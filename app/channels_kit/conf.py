@@ -365,7 +365,10 @@ def channel_layers_from_env() -> dict[str, Any]:
     """``CHANNEL_LAYERS`` for ``CHANNEL_BACKEND``, from the same variables in every process:
     Redis from ``REDIS_URLS`` (or ``REDIS_URL``), RabbitMQ from ``rabbitmq_url()``,
     PostgreSQL from ``postgres_layer_url()``, the same-host layer from ``LOCAL_LAYER_PATH``,
-    else Channels' in-memory layer."""
+    else Channels' in-memory layer.
+
+    The whole ``CHANNEL_LAYERS`` setting (plural: a dict of aliases, ``default`` only),
+    read from the environment; ``channel_layer_from_env()`` builds one layer instance."""
     backend = channel_backend()
     if backend == "memory":
         return {"default": {"BACKEND": IN_MEMORY_BACKEND}}

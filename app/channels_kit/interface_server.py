@@ -1,5 +1,10 @@
 """Daphne as the kit runs it (``python -m channels_kit.interface_server``, Daphne's own options).
 
+The name is Channels' own: an *interface server* is the process that holds the clients'
+HTTP and WebSocket connections (Daphne here), as opposed to a worker, which runs
+background channels (``channels_kit.worker``). It is the kit's Daphne server in both
+modes; the relay application it may serve is ``channels_kit.relay``.
+
 Three changes to Daphne's server, for every WebSocket it holds (the project's in direct
 mode, the relay's in relay mode; ``manage.py runall`` serves with the same class):
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 
 import django
 import pytest
@@ -23,3 +24,9 @@ def required_env(name: str) -> str:
 def redis_url() -> str:
     """URL of a real Redis server for layer tests (the test compose overlay provides one)."""
     return required_env("TEST_REDIS_URL")
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A channel prefix of this test's own."""
+    return f"t{uuid.uuid4().hex[:8]}"

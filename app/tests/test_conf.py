@@ -87,16 +87,23 @@ def test_the_backend_switch_picks_one_layer_for_every_process(monkeypatch, tmp_p
         conf.channel_layers_from_env()
 
 
-def test_rabbitmq_backend_from_a_url_or_its_parts(monkeypatch):
-    for name in ("RABBITMQ_URL", "RABBITMQ_HOST", "RABBITMQ_PORT", "RABBITMQ_VHOST", "RABBITMQ_HEARTBEAT"):
+def layer_from_parts(monkeypatch, backend: str, unset: tuple[str, ...], missing: str, host: str) -> dict:
+    """CHANNEL_BACKEND=``backend`` with none of ``unset``: refused, naming ``missing``; then with
+    <BACKEND>_HOST=``host``, a user and a password to quote: the layer's settings."""
+    for name in unset:
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("CHANNEL_BACKEND", "rabbitmq")
-    with pytest.raises(ImproperlyConfigured, match="needs RABBITMQ_URL or RABBITMQ_HOST"):
+    monkeypatch.setenv("CHANNEL_BACKEND", backend)
+    with pytest.raises(ImproperlyConfigured, match=f"needs {missing}"):
         conf.channel_layers_from_env()
-    monkeypatch.setenv("RABBITMQ_HOST", "rabbitmq")
-    monkeypatch.setenv("RABBITMQ_USER", "chat")
-    monkeypatch.setenv("RABBITMQ_PASSWORD", "p@ss/word")
-    layer = conf.channel_layers_from_env()["default"]
+    monkeypatch.setenv(f"{backend.upper()}_HOST", host)
+    monkeypatch.setenv(f"{backend.upper()}_USER", "chat")
+    monkeypatch.setenv(f"{backend.upper()}_PASSWORD", "p@ss/word")
+    return conf.channel_layers_from_env()["default"]
+
+
+def test_rabbitmq_backend_from_a_url_or_its_parts(monkeypatch):
+    unset = ("RABBITMQ_URL", "RABBITMQ_HOST", "RABBITMQ_PORT", "RABBITMQ_VHOST", "RABBITMQ_HEARTBEAT")
+    layer = layer_from_parts(monkeypatch, "rabbitmq", unset, "RABBITMQ_URL or RABBITMQ_HOST", "rabbitmq")
     assert layer["BACKEND"] == "channels_kit.layers.rabbitmq.RabbitMQChannelLayer"
     # The password is quoted into the URL; the default vhost "/" is %2F.
     assert layer["CONFIG"]["url"] == "amqp://chat:p%40ss%2Fword@rabbitmq:5672/%2F"
@@ -108,15 +115,10 @@ def test_rabbitmq_backend_from_a_url_or_its_parts(monkeypatch):
 
 
 def test_postgres_backend_from_its_url_the_platforms_or_the_parts(monkeypatch):
-    for name in ("POSTGRES_LAYER_URL", "DATABASE_URL", "POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_DB"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("CHANNEL_BACKEND", "postgres")
-    with pytest.raises(ImproperlyConfigured, match="needs POSTGRES_LAYER_URL, DATABASE_URL or POSTGRES_HOST"):
-        conf.channel_layers_from_env()
-    monkeypatch.setenv("POSTGRES_HOST", "db")
-    monkeypatch.setenv("POSTGRES_USER", "chat")
-    monkeypatch.setenv("POSTGRES_PASSWORD", "p@ss/word")
-    layer = conf.channel_layers_from_env()["default"]
+    unset = ("POSTGRES_LAYER_URL", "DATABASE_URL", "POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_DB")
+    layer = layer_from_parts(
+        monkeypatch, "postgres", unset, "POSTGRES_LAYER_URL, DATABASE_URL or POSTGRES_HOST", "db"
+    )
     assert layer["BACKEND"] == "channels_kit.layers.postgres.PostgresChannelLayer"
     assert layer["CONFIG"]["url"] == "postgresql://chat:p%40ss%2Fword@db:5432/chat"
     monkeypatch.setenv("DATABASE_URL", "postgres://u:p@platform.example:5432/site")

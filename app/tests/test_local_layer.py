@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -19,6 +18,7 @@ import pytest
 from channels_kit.layers.local import LocalChannelLayer
 from channels_kit.layers.local import store as local_store
 from channels_kit.layers.local.store import SplitHostsError, Store
+from tests.helpers import PRINTING_RECEIVER, kill_a_receiver_mid_receive
 
 
 @pytest.fixture
@@ -68,50 +68,13 @@ def test_a_process_killed_mid_receive_loses_at_most_what_it_had_taken(path):
     """SIGKILL of a receiving process: every message is received, still queued, or the one it
     held; the file stays consistent."""
     prefix = f"t{uuid.uuid4().hex[:6]}"
-    total = 300
-    receiver = child(
-        """
-        async def main():
-            while True:
-                message = await layer.receive("jobs")
-                print(message["n"], flush=True)
-        asyncio.run(main())
-        """,
-        path,
-        prefix,
-    )
+    receiver = child(PRINTING_RECEIVER, path, prefix)
     layer = LocalChannelLayer(path=path, prefix=prefix, capacity=1000)
-
-    async def send_all():
-        for n in range(total):
-            await layer.send("jobs", {"type": "job", "n": n})
-            if n == total // 2:
-                await asyncio.sleep(0.3)  # the receiver is busy by now
-                receiver.send_signal(signal.SIGKILL)
-        await layer.close()
-
-    asyncio.run(send_all())
-    receiver.wait(10)
-    received = {int(line) for line in receiver.stdout.read().split()}
-    rest = LocalChannelLayer(path=path, prefix=prefix)
-
-    async def drain():
-        left = set()
-        while True:
-            try:
-                left.add((await asyncio.wait_for(rest.receive("jobs"), 0.5))["n"])
-            except TimeoutError:
-                await rest.close()
-                return left
-
-    left = asyncio.run(drain())
-    assert received, "the receiver was killed before it received anything"
-    assert not received & left, "a message was delivered twice"
-    lost = set(range(total)) - received - left
-    assert len(lost) <= 1, f"lost {sorted(lost)}"
+    kill_a_receiver_mid_receive(
+        receiver, layer, drained=LocalChannelLayer(path=path, prefix=prefix), timeout=0.5
+    )
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-    print(f"SIGKILL mid-receive: {len(received)} received, {len(left)} still queued, {len(lost)} lost")
 
 
 def _send_from_fork(layer: LocalChannelLayer) -> None:

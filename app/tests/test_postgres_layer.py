@@ -5,12 +5,10 @@ a receiving process killed, and the layer inspected by ``channels_status``."""
 from __future__ import annotations
 
 import asyncio
-import signal
 import subprocess
 import sys
 import textwrap
 import time
-import uuid
 from urllib.parse import quote
 
 import psycopg
@@ -18,23 +16,13 @@ import pytest
 
 from channels_kit.layers.postgres import PostgresChannelLayer
 from channels_kit.observe.status import gather_status
-from channels_kit.worker import KitWorker
 from tests.conftest import required_env
-from tests.test_status import blocker_app, wait_until
+from tests.helpers import PRINTING_RECEIVER, BlockedWorker, kill_a_receiver_mid_receive, run
 
 
 @pytest.fixture
 def url() -> str:
     return required_env("TEST_POSTGRES_URL")
-
-
-@pytest.fixture
-def prefix() -> str:
-    return f"t{uuid.uuid4().hex[:8]}"
-
-
-def run(coroutine, timeout: float = 60):
-    return asyncio.run(asyncio.wait_for(coroutine, timeout))
 
 
 def child(code: str, url: str, prefix: str) -> subprocess.Popen:
@@ -133,74 +121,16 @@ def test_processes_creating_the_tables_at_once_all_start(url, prefix):
 
 
 def test_a_process_killed_mid_receive_loses_at_most_what_it_had_taken(url, prefix):
-    total = 300
-    receiver = child(
-        """
-        async def main():
-            while True:
-                message = await layer.receive("jobs")
-                print(message["n"], flush=True)
-        asyncio.run(main())
-        """,
-        url,
-        prefix,
-    )
-    layer = PostgresChannelLayer(url=url, prefix=prefix, capacity=1000)
-
-    async def send_all():
-        for n in range(total):
-            await layer.send("jobs", {"type": "job", "n": n})
-            if n == total // 2:
-                await asyncio.sleep(0.3)  # the receiver is busy by now
-                receiver.send_signal(signal.SIGKILL)
-
-    async def drain():
-        left = set()
-        while True:
-            try:
-                left.add((await asyncio.wait_for(layer.receive("jobs"), 1))["n"])
-            except TimeoutError:
-                await layer.close()
-                return left
-
-    async def scenario():
-        await send_all()
-        receiver.wait(10)
-        return await drain()
-
-    left = run(scenario())
-    received = {int(line) for line in receiver.stdout.read().split()}
-    assert received, "the receiver was killed before it received anything"
-    assert not received & left, "a message was delivered twice"
-    lost = set(range(total)) - received - left
-    assert len(lost) <= 1, f"lost {sorted(lost)}"
-    print(f"SIGKILL mid-receive: {len(received)} received, {len(left)} still queued, {len(lost)} lost")
+    receiver = child(PRINTING_RECEIVER, url, prefix)
+    kill_a_receiver_mid_receive(receiver, PostgresChannelLayer(url=url, prefix=prefix, capacity=1000))
 
 
 def test_status_sees_queues_and_a_running_worker(url, prefix):
-    started: list[int] = []
-    release = asyncio.Event()
-
     async def scenario():
         layer = PostgresChannelLayer(url=url, prefix=prefix)
-        worker = KitWorker(
-            application=blocker_app(started, release),
-            channels=["jobs"],
-            channel_layer=layer,
-            heartbeat_interval=0.1,
-        )
-        server = asyncio.ensure_future(worker.arun())
-        for i in range(3):
-            await layer.send("jobs", {"type": "job.run", "n": i})
-        await wait_until(lambda: len(started) == 1)
-        busy = None
-        while busy is None or not busy.workers_busy:  # the next heartbeat carries busy=1
-            await asyncio.sleep(0.05)
-            busy = await gather_status(layer)
-        release.set()
-        await wait_until(lambda: worker.messages_handled == 3)
-        worker.request_stop("test")
-        await asyncio.wait_for(server, 10)
+        async with BlockedWorker(layer, jobs=3) as blocked:
+            busy = await blocked.busy_status()
+            await blocked.release()
         after = await gather_status(layer)
         await layer.close()
         return busy, after

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import uuid
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -18,23 +17,13 @@ import pytest
 from channels_kit.layers.rabbitmq import RabbitMQChannelLayer
 from channels_kit.layers.rabbitmq.layer import redacted, with_heartbeat
 from channels_kit.observe.status import gather_status
-from channels_kit.worker import KitWorker
 from tests.conftest import required_env
-from tests.test_status import blocker_app, wait_until
+from tests.helpers import BlockedWorker, run
 
 
 @pytest.fixture
 def url() -> str:
     return required_env("TEST_RABBITMQ_URL")
-
-
-@pytest.fixture
-def prefix() -> str:
-    return f"t{uuid.uuid4().hex[:8]}"
-
-
-def run(coroutine, timeout: float = 60):
-    return asyncio.run(asyncio.wait_for(coroutine, timeout))
 
 
 class Proxy:
@@ -222,26 +211,13 @@ def test_url_helpers_keep_the_password_out_of_messages():
 def test_status_of_a_running_worker_on_rabbitmq(url, prefix):
     """Busy worker, queue depth and age, two readers at once seeing the same states (the
     stream is read, never consumed), and the state withdrawn on a clean exit."""
-    started: list[int] = []
-    release = asyncio.Event()
 
     async def scenario():
         layer = RabbitMQChannelLayer(url=url, prefix=prefix)
-        app = blocker_app(started, release)
-        worker = KitWorker(application=app, channels=["jobs"], channel_layer=layer, heartbeat_interval=0.1)
-        server = asyncio.ensure_future(worker.arun())
-        for n in range(4):
-            await layer.send("jobs", {"type": "job.run", "n": n})
-        await wait_until(lambda: len(started) == 1)
-        busy = None
-        while busy is None or not busy.workers_busy:
-            await asyncio.sleep(0.1)
-            busy = await gather_status(layer)
-        first, second = await asyncio.gather(gather_status(layer), gather_status(layer))
-        release.set()
-        await wait_until(lambda: worker.messages_handled == 4)
-        worker.request_stop("test")
-        await asyncio.wait_for(server, 10)
+        async with BlockedWorker(layer, jobs=4) as blocked:
+            busy = await blocked.busy_status(poll=0.1)
+            first, second = await asyncio.gather(gather_status(layer), gather_status(layer))
+            await blocked.release()
         after = await gather_status(layer)
         await layer.flush()
         return busy, first, second, after

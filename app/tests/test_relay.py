@@ -126,6 +126,17 @@ class Cluster:
             self.layer(), RelaySettings(identity="daphne/test", group_refresh=0, **settings)
         )
 
+    async def open_socket(
+        self, room: str, concurrency: int = 2, **settings
+    ) -> tuple[RelayApplication, Socket]:
+        """An interface application (``settings``), a worker (w1) behind it and a socket opened
+        on ``room``."""
+        relay = self.interface(**settings)
+        self.start_worker("w1", concurrency=concurrency)
+        socket = Socket(relay, room)
+        await socket.opened()
+        return relay, socket
+
     def start_worker(self, name: str, channels=WORK_CHANNELS, **options) -> KitWorker:
         layer = self.layer()
         app = project_application(name)
@@ -325,10 +336,7 @@ def test_group_fan_out_costs_one_message_per_interface(redis_url):
 
 def test_a_socket_the_server_cancels_leaves_its_groups(redis_url):
     async def scenario(cluster: Cluster):
-        relay = cluster.interface()
-        cluster.start_worker("w1")
-        socket = Socket(relay, "cancelled")
-        await socket.opened()
+        relay, socket = await cluster.open_socket("cancelled")
         registry = await relay.registry()
         assert registry.joined == {"room.cancelled"}
         socket.task.cancel()  # as Daphne does with an application past its close timeout
@@ -418,10 +426,7 @@ def test_with_no_live_worker_requests_and_sockets_are_refused_at_once_until_one_
 
 def test_a_consumer_error_closes_its_socket_with_4500(redis_url):
     async def scenario(cluster: Cluster):
-        relay = cluster.interface()
-        cluster.start_worker("w1")
-        socket = Socket(relay, "errors")
-        await socket.opened()
+        _, socket = await cluster.open_socket("errors")
         socket.send({"boom": True})
         assert await socket.next() == {"type": "websocket.close", "code": 4500}
         await socket.leave()
@@ -513,10 +518,7 @@ def test_an_event_whose_worker_died_at_once_is_sent_again_and_runs_once(redis_ur
     from before, and the socket goes on. The first copy never ran, so nothing ran twice."""
 
     async def scenario(cluster: Cluster):
-        relay = cluster.interface(timeout=30, **RESEND)
-        cluster.start_worker("w1", concurrency=1)
-        socket = Socket(relay, "killed")
-        await socket.opened()
+        relay, socket = await cluster.open_socket("killed", concurrency=1, timeout=30, **RESEND)
         await cluster.stop_worker("w1")
         dying = asyncio.ensure_future(take_and_die(cluster, "websocket.receive"))
         started = time.monotonic()
@@ -541,10 +543,7 @@ def test_an_event_whose_worker_falls_silent_mid_run_is_sent_again(redis_url):
     missed beats after its last one, it is."""
 
     async def scenario(cluster: Cluster):
-        relay = cluster.interface(timeout=30, **RESEND)
-        cluster.start_worker("w1", concurrency=1)
-        socket = Socket(relay, "silent")
-        await socket.opened()
+        relay, socket = await cluster.open_socket("silent", concurrency=1, timeout=30, **RESEND)
         await cluster.stop_worker("w1")
         dying = asyncio.ensure_future(take_and_die(cluster, "websocket.receive", beats=2.0))
         socket.send({"n": 1})

@@ -18,12 +18,9 @@ from channels_kit.layers.redis import RedisChannelLayer
 from channels_kit.layers.redis.layer import redacted
 from channels_kit.layers.redis.outages import OUTAGE_ERRORS
 from tests.conftest import required_env
+from tests.helpers import run
 
 DOWN = "redis://127.0.0.1:1/0"  # nothing listens there: connection refused at once
-
-
-def run(coroutine, timeout: float = 60):
-    return asyncio.run(asyncio.wait_for(coroutine, timeout))
 
 
 def layer_on(*urls: str) -> RedisChannelLayer:

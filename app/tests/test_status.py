@@ -13,11 +13,9 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from channels.consumer import AsyncConsumer
 from channels.layers import InMemoryChannelLayer
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -27,7 +25,7 @@ from channels_kit.management.commands.channels_status import format_age, render
 from channels_kit.observe.metrics import MetricsServer, WorkerCollector
 from channels_kit.observe.status import StatusUnavailable, gather_status
 from channels_kit.observe.worker_state import WorkerStatePublisher
-from channels_kit.worker import KitWorker
+from tests.helpers import BlockedWorker, blocker_app, jobs_worker
 
 APP_DIR = Path(__file__).resolve().parents[1]
 
@@ -53,29 +51,6 @@ def two_shards(prefix):
 
     yield make
     asyncio.run(make().flush())
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
-
-
-class Blocker(AsyncConsumer):
-    """Holds each job until ``release`` is set."""
-
-    started: list[int]
-    release: asyncio.Event
-
-    async def job_run(self, message):
-        self.started.append(message["n"])
-        await self.release.wait()
-
-
-def blocker_app(started: list[int], release: asyncio.Event):
-    return type("StatusBlocker", (Blocker,), {"started": started, "release": release}).as_asgi()
 
 
 # --- the figures -----------------------------------------------------------------
@@ -160,31 +135,13 @@ def test_published_worker_state_appears_then_expires(two_shards):
 
 
 def test_a_running_worker_publishes_its_busy_state_and_withdraws_it_on_exit(two_shards):
-    started: list[int] = []
-    release = asyncio.Event()
-
     async def scenario():
         layer = two_shards()
-        worker = KitWorker(
-            application=blocker_app(started, release),
-            channels=["jobs"],
-            channel_layer=layer,
-            heartbeat_interval=0.1,
-        )
-        server = asyncio.ensure_future(worker.arun())
-        for i in range(3):
-            await layer.send("jobs", {"type": "job.run", "n": i})
-        await wait_until(lambda: len(started) == 1)
-        busy = None
-        while busy is None or not busy.workers_busy:  # the next heartbeat carries busy=1
-            await asyncio.sleep(0.05)
-            busy = await gather_status(layer)
-        release.set()
-        await wait_until(lambda: worker.messages_handled == 3)
-        await asyncio.sleep(0.3)
-        idle = await gather_status(layer)
-        worker.request_stop("test")
-        await asyncio.wait_for(server, 10)
+        async with BlockedWorker(layer, jobs=3) as blocked:
+            busy = await blocked.busy_status()
+            await blocked.release()
+            await asyncio.sleep(0.3)
+            idle = await gather_status(layer)
         after = await gather_status(layer)
         await layer.close_pools()
         return busy, idle, after
@@ -261,34 +218,19 @@ def scrape(port: int) -> dict[tuple[str, tuple], float]:
 
 
 def test_metrics_endpoint_matches_the_status_figures(two_shards):
-    started: list[int] = []
-    release = asyncio.Event()
-
     async def scenario():
         layer = two_shards()
-        worker = KitWorker(
-            application=blocker_app(started, release),
-            channels=["jobs"],
-            channel_layer=layer,
-            heartbeat_interval=0.1,
-        )
-        server = asyncio.ensure_future(worker.arun())
-        await wait_until(lambda: worker.loop is not None)
-        metrics = MetricsServer(worker, 0, addr="127.0.0.1")
-        try:
-            await layer.send("jobs", {"type": "job.run", "n": 0})
-            await wait_until(lambda: len(started) == 1)
-            # With the consumer blocked, nothing moves: the two reads see the same queue.
-            await layer.send("other", {"type": "job.run", "n": 1})
-            await layer.send("other", {"type": "job.run", "n": 2})
-            await asyncio.sleep(0.3)  # a heartbeat publishes busy=1
-            status = await gather_status(layer)
-            samples = await asyncio.to_thread(scrape, metrics.port)
-        finally:
-            metrics.close()
-            release.set()
-            worker.request_stop("test")
-            await asyncio.wait_for(server, 10)
+        async with BlockedWorker(layer, jobs=1) as blocked:
+            metrics = MetricsServer(blocked.worker, 0, addr="127.0.0.1")
+            try:
+                # With the consumer blocked, nothing moves: the two reads see the same queue.
+                await layer.send("other", {"type": "job.run", "n": 1})
+                await layer.send("other", {"type": "job.run", "n": 2})
+                await asyncio.sleep(0.3)  # a heartbeat publishes busy=1
+                status = await gather_status(layer)
+                samples = await asyncio.to_thread(scrape, metrics.port)
+            finally:
+                metrics.close()
         await layer.close_pools()
         return status, samples
 
@@ -312,7 +254,7 @@ def test_metrics_endpoint_matches_the_status_figures(two_shards):
 
 def test_metrics_without_a_running_loop_report_status_down():
     layer = InMemoryChannelLayer()
-    worker = KitWorker(application=blocker_app([], asyncio.Event()), channels=["jobs"], channel_layer=layer)
+    worker = jobs_worker(blocker_app([], asyncio.Event()), layer)
     families = {family.name: family for family in WorkerCollector(worker).collect()}
     assert families["channels_status_up"].samples[0].value == 0
     assert "channels_queue_depth" not in families  # no figures rather than made-up zeros

@@ -8,7 +8,6 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import pytest
@@ -20,49 +19,11 @@ from channels_kit.layers.redis import RedisChannelLayer
 from channels_kit.worker import KitWorker
 from channels_kit.worker import server as server_module
 from channels_kit.worker.server import LayerUnreachable
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
-
-
-async def send_jobs(layer, count: int, channel: str = "jobs", **extra) -> None:
-    for n in range(count):
-        await layer.send(channel, {"type": "job.run", "n": n, **extra})
+from tests.helpers import blocker_app, drain_layer, jobs_worker, send_jobs, wait_until
 
 
 def redis_layer(redis_url: str, prefix: str) -> RedisChannelLayer:
     return RedisChannelLayer(hosts=[{"address": redis_url}], prefix=prefix)
-
-
-async def drain_layer(layer, channel: str, timeout: float = 1.0) -> list[int]:
-    """The ``n`` of every message still queued on ``channel``, in order."""
-    found = []
-    while True:
-        try:
-            message = await asyncio.wait_for(layer.receive(channel), timeout)
-        except TimeoutError:
-            return found
-        found.append(message["n"])
-
-
-class Blocker(AsyncConsumer):
-    """Holds each job until the test sets ``release``."""
-
-    started: list[int]
-    release: asyncio.Event
-
-    async def job_run(self, message):
-        self.started.append(message["n"])
-        await self.release.wait()
-
-
-def blocker_app(started: list[int], release: asyncio.Event):
-    return type("TestBlocker", (Blocker,), {"started": started, "release": release}).as_asgi()
 
 
 def test_worker_serves_and_beats(tmp_path):
@@ -74,13 +35,7 @@ def test_worker_serves_and_beats(tmp_path):
 
     layer = InMemoryChannelLayer()
     beat = tmp_path / "beat"
-    worker = KitWorker(
-        application=Recorder.as_asgi(),
-        channels=["jobs"],
-        channel_layer=layer,
-        heartbeat_path=beat,
-        heartbeat_interval=0.05,
-    )
+    worker = jobs_worker(Recorder.as_asgi(), layer, heartbeat_path=beat, heartbeat_interval=0.05)
 
     async def scenario():
         server = asyncio.ensure_future(worker.arun())
@@ -105,12 +60,7 @@ def test_busy_consumers_leave_queued_messages_in_redis(redis_url, concurrency):
 
     async def scenario():
         layer = redis_layer(redis_url, prefix)
-        worker = KitWorker(
-            application=blocker_app(started, release),
-            channels=["jobs"],
-            channel_layer=layer,
-            concurrency=concurrency,
-        )
+        worker = jobs_worker(blocker_app(started, release), layer, concurrency=concurrency)
         server = asyncio.ensure_future(worker.arun())
         await send_jobs(layer, 5)
         await wait_until(lambda: len(started) == concurrency)
@@ -350,13 +300,8 @@ def test_a_worker_whose_layer_never_answers_stops_at_start_naming_it(tmp_path, q
     layer = RedisChannelLayer(
         hosts=[{"address": "redis://:s3cret@127.0.0.1:1/0", "socket_connect_timeout": 1}]
     )
-    worker = KitWorker(
-        application=blocker_app([], asyncio.Event()),
-        channels=["jobs"],
-        channel_layer=layer,
-        heartbeat_path=beat,
-        heartbeat_interval=0.05,
-        layer_wait=0.5,
+    worker = jobs_worker(
+        blocker_app([], asyncio.Event()), layer, heartbeat_path=beat, heartbeat_interval=0.05, layer_wait=0.5
     )
     with pytest.raises(LayerUnreachable) as raised:
         asyncio.run(asyncio.wait_for(worker.arun(), 60))
@@ -403,13 +348,7 @@ def test_an_outage_after_start_stops_the_heartbeat_not_the_worker(redis_url, tmp
         layer = RedisChannelLayer(hosts=hosts, prefix=prefix)
         sender = redis_layer(redis_url, prefix)
         beat = tmp_path / "beat"
-        worker = KitWorker(
-            application=Recorder.as_asgi(),
-            channels=["jobs"],
-            channel_layer=layer,
-            heartbeat_path=beat,
-            heartbeat_interval=0.1,
-        )
+        worker = jobs_worker(Recorder.as_asgi(), layer, heartbeat_path=beat, heartbeat_interval=0.1)
         server = asyncio.ensure_future(worker.arun())
         await send_jobs(sender, 1)
         await wait_until(lambda: seen == [0] and beat.exists())

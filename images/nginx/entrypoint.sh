@@ -1,6 +1,15 @@
 #!/bin/bash
 # Renders nginx's configuration for the routing mode (kit-nginx-render), writes the
-# first upstream lists, starts the upstream watcher in the background, then runs nginx.
+# first upstream lists, starts the upstream watcher in the background where nginx needs
+# it, then runs nginx.
+#
+# Following Daphne (and uWSGI) replicas: nginx >= 1.27.3 (the official image's default)
+# re-resolves the service names itself (`server daphne:8000 resolve` in a `zone`, with a
+# `resolver` taken from /etc/resolv.conf, valid=UPSTREAM_REFRESH_SECONDS) and no watcher
+# runs. Older nginx (Debian's 1.22 stand-in) resolves names only at start and reload, so
+# kit-watch-upstreams rewrites the lists and reloads it. Decided at start from `nginx -v`;
+# UPSTREAM_RESOLVE=on|off overrides (kit-nginx-render). Either way, kit-nginx-upstreams
+# daphne|uwsgi prints the replicas nginx routes to now.
 #
 # Two drains: a reload (the watcher's, on an upstream change) lets old workers keep their
 # WebSockets for NGINX_RELOAD_DRAIN (worker_shutdown_timeout, an hour by default), so
@@ -14,7 +23,7 @@ kit-watch-upstreams --once
 while read -r name; do
   echo "channels-kit nginx: upstream $name -> $(tr '\n' ' ' <"/run/nginx/upstream-$name.conf")"
 done </run/nginx/upstreams
-kit-watch-upstreams &
+[[ "$(cat /run/nginx/upstream-mode)" == resolve ]] || kit-watch-upstreams &
 [[ "${1:-}" == nginx ]] || exec "$@"
 
 timeout="${NGINX_SHUTDOWN_TIMEOUT:-25s}"

@@ -4,6 +4,8 @@
 #   snippets/*     from templates/snippets/ (proxy settings per tier, static files, health)
 #   routing.conf   from templates/routing/$ROUTING.conf.template (the servers of the mode)
 #   upstreams      the upstream names the mode uses, one a line, for kit-watch-upstreams
+#   upstream-mode  how the upstream lists follow the replicas: `resolve` or `watch` (below)
+#   resolver.conf  nginx's `resolver` line in resolve mode (empty in watch mode)
 #
 #   ROUTING         asgi (default) | path | upgrade | domain | inverted
 #   ASGI_PATHS      prefixes sent to Daphne in `path` mode (default /ws/,/poll/)
@@ -13,6 +15,12 @@
 #   WSGI_DOMAIN     a host sent entirely to uWSGI in `inverted` mode (default: none)
 #   STATIC_URL_PATH where the project's static files are served from /srv/static (default
 #                   /static/; empty: none, the project's STATIC_URL is on another host)
+#   UPSTREAM_RESOLVE auto (default) | on | off: nginx re-resolves the replicas itself
+#                   (`server daphne:8000 resolve`, open-source nginx >= 1.27.3) or
+#                   kit-watch-upstreams rewrites the lists and reloads nginx (older nginx,
+#                   e.g. Debian's 1.22 stand-in). auto: resolve when `nginx -v` is >= 1.27.3.
+#   UPSTREAM_REFRESH_SECONDS how stale a replica list may get (default 5): the resolver's
+#                   valid= in resolve mode, the watcher's interval in watch mode
 # Every value is checked before anything is written; a bad one stops the container
 # with the reason.
 set -Eeuo pipefail
@@ -39,6 +47,25 @@ export MAX_REQUEST_BYTES="${MAX_REQUEST_BYTES:-1048576}"
 export WS_READ_TIMEOUT="${WS_READ_TIMEOUT:-3600s}"
 export HTTP_READ_TIMEOUT="${HTTP_READ_TIMEOUT:-130s}"
 export STATIC_URL_PATH="${STATIC_URL_PATH-/static/}"
+UPSTREAM_RESOLVE="${UPSTREAM_RESOLVE:-auto}"
+UPSTREAM_REFRESH_SECONDS="${UPSTREAM_REFRESH_SECONDS:-5}"
+[[ "$UPSTREAM_RESOLVE" =~ ^(auto|on|off)$ ]] || die "UPSTREAM_RESOLVE must be auto, on or off, not '$UPSTREAM_RESOLVE'"
+[[ "$UPSTREAM_REFRESH_SECONDS" =~ ^[1-9][0-9]*$ ]] \
+  || die "UPSTREAM_REFRESH_SECONDS must be whole seconds >= 1, not '$UPSTREAM_REFRESH_SECONDS'"
+
+# nginx_has_resolve: true when this nginx takes `resolve` on upstream servers (open source
+# since 1.27.3). Prints the version found.
+nginx_has_resolve() {
+  local version
+  version=$(nginx -v 2>&1 | sed -n 's|^nginx version: nginx/\([0-9][0-9.]*\).*|\1|p')
+  echo "${version:-unknown}"
+  [[ -n "$version" ]] && [[ "$(printf '%s\n' 1.27.3 "$version" | sort -V | head -n 1)" == 1.27.3 ]]
+}
+
+# resolvers: the IPv4 name servers of /etc/resolv.conf (Docker's 127.0.0.11 on compose networks).
+resolvers() {
+  awk '$1 == "nameserver" && $2 ~ /^[0-9.]+$/ { printf "%s%s", sep, $2; sep = " " }' /etc/resolv.conf 2>/dev/null || true
+}
 
 # prefixes NAME: the comma-separated path prefixes in $NAME, one a line, each checked
 # (only characters that cannot break out of a `location` line).
@@ -164,6 +191,21 @@ render() {
   envsubst "$vars" <"$1" >"$2"
 }
 
+# How the upstream lists follow the replicas: nginx's own resolver where it can, else the watcher.
+upstream_mode=watch
+nginx_version=$(nginx_has_resolve) && has_resolve=1 || has_resolve=0
+name_servers=$(resolvers)
+case "$UPSTREAM_RESOLVE" in
+  on)
+    ((has_resolve)) || die "UPSTREAM_RESOLVE=on needs nginx >= 1.27.3 (\`resolve\` on upstream servers); this is $nginx_version"
+    [[ -n "$name_servers" ]] || die "UPSTREAM_RESOLVE=on: no IPv4 nameserver in /etc/resolv.conf"
+    upstream_mode=resolve
+    ;;
+  auto)
+    if ((has_resolve)) && [[ -n "$name_servers" ]]; then upstream_mode=resolve; fi
+    ;;
+esac
+
 mkdir -p "$out/snippets"
 render "$templates/nginx.conf.template" "$out/nginx.conf"
 for template in "$templates"/snippets/*.conf.template; do
@@ -173,3 +215,13 @@ done
 render "$templates/routing/$ROUTING.conf.template" "$out/routing.conf"
 printf '%s\n' "${upstreams[@]}" >"$out/upstreams"
 echo "channels-kit nginx: ROUTING=$ROUTING: $summary"
+
+echo "$upstream_mode" >"$out/upstream-mode"
+if [[ "$upstream_mode" == resolve ]]; then
+  printf 'resolver %s valid=%ss ipv6=off;\nresolver_timeout 5s;\n' "$name_servers" "$UPSTREAM_REFRESH_SECONDS" \
+    >"$out/resolver.conf"
+  echo "channels-kit nginx: nginx $nginx_version re-resolves the replicas itself (resolve, every ${UPSTREAM_REFRESH_SECONDS}s)"
+else
+  : >"$out/resolver.conf"
+  echo "channels-kit nginx: nginx $nginx_version: kit-watch-upstreams follows the replicas (every ${UPSTREAM_REFRESH_SECONDS}s)"
+fi

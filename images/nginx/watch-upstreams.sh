@@ -1,6 +1,10 @@
 #!/bin/bash
 # Keeps nginx's upstream lists equal to what Docker's DNS says, so that
 # `docker compose scale daphne=N` (or uwsgi=N) and replaced replicas are picked up.
+# Needed only where nginx cannot re-resolve upstream names itself (before 1.27.3, e.g.
+# Debian's 1.22 stand-in): kit-nginx-render decides (/run/nginx/upstream-mode). In
+# `resolve` mode --once writes `server NAME:PORT resolve ...;` (nginx's own resolver
+# follows the replicas) and the entrypoint starts no watcher.
 # The upstreams are those the routing mode uses, listed in /run/nginx/upstreams by
 # kit-nginx-render: `daphne` always, `uwsgi` when the mode has a WSGI tier. Each
 # NAME resolves as ${NAME}_HOST (default: the name) on ${NAME}_PORT (daphne 8000,
@@ -15,6 +19,7 @@ set -Eeuo pipefail
 
 names_file=/run/nginx/upstreams
 interval="${UPSTREAM_REFRESH_SECONDS:-5}"
+mode=$(cat /run/nginx/upstream-mode 2>/dev/null || echo watch)
 
 host_of() {
   local var="${1^^}_HOST"
@@ -54,11 +59,16 @@ if [[ "${1:-}" == --once ]]; then
       [[ -z "$addresses" ]] || break
       sleep 1
     done
-    if [[ -n "$addresses" ]]; then
-      render "$name" "$addresses" >"$(file_of "$name")"
-    elif [[ "$name" == daphne ]]; then
+    if [[ -z "$addresses" && "$name" == daphne ]]; then
       echo "kit-watch-upstreams: $(host_of daphne) does not resolve after $wait_seconds s" >&2
       exit 1
+    elif [[ "$mode" == resolve ]]; then
+      # nginx resolves the name itself, now and whenever its answer is older than valid=.
+      echo "server $(host_of "$name"):$(port_of "$name") resolve max_fails=2 fail_timeout=5s;" >"$(file_of "$name")"
+      [[ -n "$addresses" ]] || echo "kit-watch-upstreams: WARNING: $(host_of "$name") does not resolve yet;" \
+        "its routes answer 502 until it does (is the wsgi profile on?)" >&2
+    elif [[ -n "$addresses" ]]; then
+      render "$name" "$addresses" >"$(file_of "$name")"
     else
       echo "kit-watch-upstreams: WARNING: $(host_of "$name") does not resolve after $wait_seconds s;" \
         "its routes answer 502 until it does. Is the wsgi profile on (COMPOSE_PROFILES=wsgi;" \
@@ -67,6 +77,11 @@ if [[ "${1:-}" == --once ]]; then
       echo "server 127.0.0.1:9 down;" >"$(file_of "$name")"
     fi
   done
+  exit 0
+fi
+
+if [[ "$mode" == resolve ]]; then
+  echo "kit-watch-upstreams: nginx re-resolves the upstream names itself (resolve): nothing to watch"
   exit 0
 fi
 

@@ -11,48 +11,37 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from locust import User, between, tag, task
+from locust import between, tag
 
 from .config import SETTINGS
-from .rooms import ROOMS
+from .rooms import ROOMS, SocketMember
 from .ws import ChatSocket
 
 
-class RoomMember(User):
+class RoomMember(SocketMember):
     """A chat socket in a room of ``room_size`` members (the base of the two chat scenarios)."""
 
     abstract = True
+    tracker = ROOMS
     scenario = ""
     room_key = ""  # part of the room's name
+    room_size = 2
     report_name = ""  # the WSDELIVER row in the report
+    socket: ChatSocket
 
-    @classmethod
-    def room_size(cls) -> int:
-        raise NotImplementedError
+    def pick_room(self) -> str:
+        return ROOMS.assign(self.room_key, self.room_size)
 
-    def on_start(self) -> None:
-        self.member = id(self)
-        self.room = ROOMS.assign(self.room_key, self.room_size())
-        self.socket = ChatSocket(self.environment, self.room, self._on_frame)
-        self._join()
+    def make_socket(self) -> ChatSocket:
+        return ChatSocket(self.environment, self.room, self._on_frame)
 
-    def on_stop(self) -> None:
-        ROOMS.leave(self.room, self.member)
-        self.socket.close()
-
-    def _join(self) -> bool:
-        if self.socket.connect():
-            ROOMS.join(self.room, self.member)
-            return True
-        return False
+    def connect(self) -> bool:
+        return self.socket.connect()
 
     def post(self) -> None:
         """Send one message (reconnecting first when the socket was lost)."""
-        if not self.socket.alive:
-            ROOMS.leave(self.room, self.member)
-            self.socket.close()
-            if not self._join():
-                return
+        if not self.ready():
+            return
         message_id, sent = ROOMS.sent(self.room, self.member, self.report_name)
         self.socket.send_json({"message": json.dumps({"lt": message_id, "t": sent})})
 
@@ -60,46 +49,37 @@ class RoomMember(User):
         if frame.get("type") != "message":
             return
         try:
-            body = json.loads(frame.get("message", ""))
-            message_id, sent = str(body["lt"]), float(body["t"])
+            message_id = str(json.loads(frame.get("message", ""))["lt"])
         except (ValueError, TypeError, KeyError):
             return  # someone else's message in the room
-        ROOMS.received(self.environment, message_id, sent, self.member, self.report_name)
+        ROOMS.received(self.environment, message_id, self.member)
 
 
-class ChatUser(RoomMember):
-    """Small rooms (CHAT_ROOM_SIZE members, default 5): a person chatting every 3-10 s."""
+def room_user(
+    name: str, scenario: str, room: str, size: int, weight: int, think: tuple[float, float]
+) -> type[RoomMember]:
+    """A chat scenario's user class: members of rooms of ``size`` (``room`` in their names) who post,
+    thinking ``think`` seconds (scaled) in between; its task is tagged with the scenario."""
 
-    scenario = "chat"
-    room_key = "small"
-    report_name = "chat small room"
-    weight = 3
-    wait_time = between(*SETTINGS.think(3, 10))
+    def say(user: RoomMember) -> None:
+        user.post()
 
-    @classmethod
-    def room_size(cls) -> int:
-        return SETTINGS.small_room_size
+    attributes = {
+        "__doc__": f"Members of rooms of up to {size} ({scenario}), posting every {think[0]}-{think[1]} s.",
+        "__module__": __name__,
+        "abstract": False,
+        "scenario": scenario,
+        "room_key": room,
+        "room_size": size,
+        "report_name": f"{scenario} {room} room",
+        "weight": weight,
+        "wait_time": between(*SETTINGS.think(*think)),
+        "tasks": [tag(scenario)(say)],
+    }
+    return type(name, (RoomMember,), attributes)
 
-    @tag("chat")
-    @task
-    def say(self) -> None:
-        self.post()
 
-
-class FanoutUser(RoomMember):
-    """One large room per Locust process (up to FANOUT_ROOM_SIZE members): each post fans out to all."""
-
-    scenario = "fanout"
-    room_key = "large"
-    report_name = "fanout large room"
-    weight = 1
-    wait_time = between(*SETTINGS.think(10, 30))
-
-    @classmethod
-    def room_size(cls) -> int:
-        return SETTINGS.large_room_size
-
-    @tag("fanout")
-    @task
-    def say(self) -> None:
-        self.post()
+# Small rooms (CHAT_ROOM_SIZE members, default 5): a person chatting every 3-10 s.
+ChatUser = room_user("ChatUser", "chat", "small", SETTINGS.small_room_size, weight=3, think=(3, 10))
+# One large room per Locust process (up to FANOUT_ROOM_SIZE members): each post fans out to all.
+FanoutUser = room_user("FanoutUser", "fanout", "large", SETTINGS.large_room_size, weight=1, think=(10, 30))

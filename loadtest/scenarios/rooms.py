@@ -1,29 +1,31 @@
 """Rooms and delivery bookkeeping, shared by the users of one Locust process.
 
-Every chat message a user sends carries an id and its send time. The tracker
-remembers which members of the room were connected at that moment; each member
-that receives the message reports the delay as a WSDELIVER event, and a member
-that has not received it within DELIVERY_TIMEOUT is reported as a failure (a
-lost or late message). Rooms are private to one Locust process (the room name
-holds the process's prefix), so the tracker sees every member of its rooms.
+Every message a member sends is recorded with its send time and the members that must
+receive it (the room's other members at that moment, for the chat scenarios). Each of
+them that gets it reports the delay as a WSDELIVER event; one that has not got it by the
+message's deadline (DELIVERY_TIMEOUT) is reported as a failure (a lost or late message).
+Rooms are private to one Locust process (the room name holds the process's prefix), so
+the tracker sees every member of its rooms.
 """
 
 from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 import gevent
-from locust import events
+from locust import User, events
 from locust.env import Environment
 
 from .config import SETTINGS
 from .metrics import WS_DELIVER, fire
+from .ws import TextSocket
 
 
 class DeliveryTimeout(Exception):
-    """A room member did not receive a message within DELIVERY_TIMEOUT."""
+    """A member that had to receive a message did not by its deadline."""
 
 
 @dataclass
@@ -31,24 +33,26 @@ class Pending:
     """A sent message and the members still waiting for it."""
 
     sent: float
-    kind: str
+    deadline: float
+    name: str  # the WSDELIVER row
     waiting: set[int] = field(default_factory=set)
 
 
-class Rooms:
-    """Hands out room names by size and tracks every message until all members got it."""
+class Deliveries:
+    """Members of rooms and every message in flight in them, until all members got it or it is overdue."""
+
+    missing = "not delivered within {:g} s"  # the failure of an overdue message, given its timeout
 
     def __init__(self) -> None:
-        self._counters: dict[str, itertools.count] = {}
+        self._counters: dict[Hashable, itertools.count] = {}
         self._members: dict[str, set[int]] = {}
         self._pending: dict[str, Pending] = {}
         self._ids = itertools.count(1)
         self._sweeper: gevent.Greenlet | None = None
 
-    def assign(self, kind: str, size: int) -> str:
-        """The room for the next member of ``kind``: fills rooms of ``size`` members in turn."""
-        counter = self._counters.setdefault(kind, itertools.count())
-        return f"{SETTINGS.run_prefix}-{kind}-{next(counter) // size}"
+    def place(self, kind: Hashable, size: int) -> int:
+        """The room number of the next member of ``kind``: rooms of ``size`` members fill in turn."""
+        return next(self._counters.setdefault(kind, itertools.count())) // size
 
     def join(self, room: str, member: int) -> None:
         self._members.setdefault(room, set()).add(member)
@@ -63,32 +67,33 @@ class Rooms:
         return len(self._members.get(room, ()))
 
     def known(self) -> list[str]:
-        """Rooms with members now (the page scenario reads their history)."""
+        """Rooms with members now (the page scenarios read one of them)."""
         return [room for room, members in self._members.items() if members]
 
-    def sent(self, room: str, sender: int, kind: str) -> tuple[str, float]:
-        """Record a message about to be sent; its id and send time (``time.time()``)."""
-        message_id = f"{SETTINGS.run_prefix}-{next(self._ids)}"
+    def expect(self, waiting: set[int], name: str, timeout: float) -> tuple[str, float]:
+        """Record a message about to be sent to ``waiting``; its number and send time (``time.time()``)."""
+        number = str(next(self._ids))
         now = time.time()
-        waiting = self._members.get(room, set()) - {sender}
         if waiting:
-            self._pending[message_id] = Pending(now, kind, set(waiting))
-        return message_id, now
+            self._pending[number] = Pending(now, now + timeout, name, set(waiting))
+        return number, now
 
-    def received(
-        self, environment: Environment, message_id: str, sent: float, member: int, kind: str
-    ) -> None:
-        """A member got a message: report its delivery latency (once per member)."""
-        pending = self._pending.get(message_id)
+    def forget(self, number: str) -> None:
+        """A message that could not be sent: no copy of it is awaited."""
+        self._pending.pop(number, None)
+
+    def delivered(self, environment: Environment, number: str, member: int) -> None:
+        """``member`` got message ``number``: report its delivery latency (once per member)."""
+        pending = self._pending.get(number)
         if pending is None or member not in pending.waiting:
             return  # own message, a late duplicate, or one sent before this member joined
         pending.waiting.discard(member)
         if not pending.waiting:
-            del self._pending[message_id]
-        fire(environment, WS_DELIVER, kind, sent)
+            del self._pending[number]
+        fire(environment, WS_DELIVER, pending.name, pending.sent)
 
     def start(self, environment: Environment) -> None:
-        """Start the sweeper that reports overdue deliveries (one per process)."""
+        """Start the sweeper that reports overdue deliveries (one per tracker and process)."""
         if self._sweeper is None or self._sweeper.dead:
             self._sweeper = gevent.spawn(self._sweep, environment)
 
@@ -104,24 +109,86 @@ class Rooms:
         # Runs until stop() kills it at the end of the test; each pass is bounded by the pending count.
         while True:
             gevent.sleep(1.0)
-            deadline = time.time() - SETTINGS.delivery_timeout
-            for message_id, pending in list(self._pending.items()):
-                if pending.sent >= deadline:
+            now = time.time()
+            for number, pending in list(self._pending.items()):
+                if pending.deadline > now:
                     continue
-                del self._pending[message_id]
-                error = DeliveryTimeout(f"not delivered within {SETTINGS.delivery_timeout:g} s")
+                del self._pending[number]
+                error = DeliveryTimeout(self.missing.format(pending.deadline - pending.sent))
                 for _member in pending.waiting:
-                    fire(environment, WS_DELIVER, pending.kind, pending.sent, exception=error)
+                    fire(environment, WS_DELIVER, pending.name, pending.sent, exception=error)
+
+    def swept_during_tests(self) -> Deliveries:
+        """Sweep from each test's start to its end; this tracker."""
+        events.test_start.add_listener(lambda environment, **_kwargs: self.start(environment))
+        events.test_stop.add_listener(lambda environment, **_kwargs: self.stop())
+        return self
 
 
-ROOMS = Rooms()
+class Rooms(Deliveries):
+    """The demo's chat rooms, by size; a message is awaited by every other member of its room."""
+
+    def assign(self, kind: str, size: int) -> str:
+        """The room for the next member of ``kind``: fills rooms of ``size`` members in turn."""
+        return f"{SETTINGS.run_prefix}-{kind}-{self.place(kind, size)}"
+
+    def sent(self, room: str, sender: int, kind: str) -> tuple[str, float]:
+        """Record a message about to be sent; its id and send time (``time.time()``)."""
+        waiting = self._members.get(room, set()) - {sender}
+        number, now = self.expect(waiting, kind, SETTINGS.delivery_timeout)
+        return f"{SETTINGS.run_prefix}-{number}", now
+
+    def received(self, environment: Environment, message_id: str, member: int) -> None:
+        """A member got a message (by the id ``sent`` gave it)."""
+        prefix, _, number = message_id.rpartition("-")
+        if prefix == SETTINGS.run_prefix:
+            self.delivered(environment, number, member)
 
 
-@events.test_start.add_listener
-def _start_sweeper(environment: Environment, **_kwargs: object) -> None:
-    ROOMS.start(environment)
+ROOMS = Rooms().swept_during_tests()
 
 
-@events.test_stop.add_listener
-def _stop_sweeper(environment: Environment, **_kwargs: object) -> None:
-    ROOMS.stop()
+class SocketMember(User):
+    """A member of a room over a WebSocket (the base of the chat and the project WebSocket users).
+
+    A subclass says which tracker, room and socket, and how to connect.
+    """
+
+    abstract = True
+    tracker: Deliveries
+    member: int
+    room: str
+    socket: TextSocket
+
+    def on_start(self) -> None:
+        self.member = id(self)
+        self.room = self.pick_room()
+        self.socket = self.make_socket()
+        self._join()
+
+    def on_stop(self) -> None:
+        self.tracker.leave(self.room, self.member)
+        self.socket.close()
+
+    def pick_room(self) -> str:
+        raise NotImplementedError
+
+    def make_socket(self) -> TextSocket:
+        raise NotImplementedError
+
+    def connect(self) -> bool:
+        raise NotImplementedError
+
+    def _join(self) -> bool:
+        if self.connect():
+            self.tracker.join(self.room, self.member)
+            return True
+        return False
+
+    def ready(self) -> bool:
+        """Whether the socket is up, reconnecting first (as a new member) when it was lost."""
+        if self.socket.alive:
+            return True
+        self.tracker.leave(self.room, self.member)
+        self.socket.close()
+        return self._join()

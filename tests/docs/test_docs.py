@@ -153,7 +153,7 @@ def read_by_code() -> dict[str, set[str]]:
     files = [
         *tracked("app/channels_kit/*.py", "app/demo/*.py"),
         *tracked("images/app/*.sh", "images/relay/*.sh", "images/nginx/*.sh", "images/common/*"),
-        *tracked("compose.yaml", "compose/relay.yaml"),
+        *tracked("compose.yaml", "compose/relay.yaml", "compose/*.env"),
     ]
     found: dict[str, set[str]] = {}
     for path in files:
@@ -177,7 +177,7 @@ def test_compose_defaults_agree_with_env_example():
     """Where compose gives a variable a default, it is the one `.env.example` documents."""
     defaults = documented()
     disagree = []
-    for path in tracked("compose.yaml", "compose/*.yaml"):
+    for path in tracked("compose.yaml", "compose/*.yaml", "compose/*.env"):
         for name, default in re.findall(r"\$\{([A-Z][A-Z0-9_]*):-([^}$]*)\}", path.read_text()):
             if default and name in defaults and defaults[name] and defaults[name] != default:
                 disagree.append(f"{path.relative_to(REPO)}: {name}={default}, .env.example: {defaults[name]}")
@@ -194,3 +194,24 @@ def test_no_file_speaks_of_the_seed():
         if re.search(r"\bseed\b", line, re.I)
     ]
     assert not mentions, mentions
+
+
+def test_every_make_target_is_phony():
+    makefile = (REPO / "Makefile").read_text()
+    phony = set(re.search(r"^\.PHONY:((?:.*\\\n)*.*)", makefile, re.M).group(1).replace("\\", " ").split())
+    assert make_targets() <= phony, sorted(make_targets() - phony)
+
+
+def test_no_file_names_a_command_that_is_missing():
+    """Every operator's, engine's or benchmark's command named anywhere exists where named."""
+    named = re.compile(
+        r"(?<![\w./-])((?:scripts|loadtest/bin|deploy/swarm|deploy/native|deploy/kubernetes)/[\w.-]+)"
+    )
+    missing = [
+        f"{path.relative_to(REPO)}: {name}"
+        for path in tracked()
+        if path.suffix not in {".png", ".lock"} and "tests/projects" not in path.as_posix()
+        for name in named.findall(path.read_text(errors="replace"))
+        if not (REPO / name.rstrip(".")).exists()
+    ]
+    assert not missing, missing

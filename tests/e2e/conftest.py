@@ -1,6 +1,8 @@
 """End-to-end tests against the real stack started by `make up` (see scripts/test).
 
-KIT_BASE_URL points at nginx; COMPOSE_PROJECT_NAME names the stack under test.
+KIT_BASE_URL points at nginx; COMPOSE_PROJECT_NAME names the stack under test. Each module
+names the parts of scripts/test that run it (``pytestmark = parts(...)``); a part runs
+``pytest tests/e2e -m <part>``.
 """
 
 from __future__ import annotations
@@ -10,13 +12,11 @@ import json
 import os
 import subprocess
 import time
-import urllib.error
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import websockets
+from kit_clients import Response, fetch
 
 REPO = Path(__file__).resolve().parents[2]
 # The stack's settings: scripts/test gives the test stack a file of its own (.env.test).
@@ -31,24 +31,48 @@ WS_URL = BASE_URL.replace("http://", "ws://", 1)
 ORIGIN = "http://localhost"
 
 
-@dataclass
-class Response:
-    status: int
-    headers: dict[str, str]
-    body: bytes
+# The parts of scripts/test that run end-to-end tests, each on its own stack: a module's
+# marks say which run it (`pytest tests/e2e -m relay`).
+PARTS = {
+    "direct": "the demo stack in direct mode, on Redis (part 4): every module but relay/'s",
+    "local": "the demo stack on the same-host layer, CHANNEL_BACKEND=local (part 5)",
+    "rabbitmq": "the demo stack on RabbitMQ in relay mode (part 6)",
+    "postgres": "the demo stack on PostgreSQL in relay mode (part 7)",
+    "relay": "the demo stack in relay mode with Prometheus (part 8)",
+    "project_direct": "tests/projects/mysite's stack in direct mode (part 9)",
+    "project_relay": "tests/projects/mysite's stack in relay mode (part 9)",
+}
 
-    def json(self):
-        return json.loads(self.body)
+
+def parts(*names: str) -> list[pytest.MarkDecorator]:
+    """A module's ``pytestmark``: the parts of scripts/test that run it (a typo fails at once)."""
+    unknown = [name for name in names if name not in PARTS]
+    assert not unknown, f"no part {unknown} in scripts/test: {', '.join(PARTS)}"
+    return [getattr(pytest.mark, name) for name in names]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, what in PARTS.items():
+        config.addinivalue_line("markers", f"{name}: {what}")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """No module without a part (no part would run it). In pytest's order, except that relay/'s
+    modules (rollouts, killed and restarted workers) run after the walking skeleton's, and
+    test_zz_down.py (`make down`) last."""
+    here = Path(__file__).parent
+    mine = [item for item in items if here in item.path.parents]  # hooks see every folder's tests
+    unmarked = sorted({str(item.path) for item in mine if not any(map(item.get_closest_marker, PARTS))})
+    if unmarked:
+        raise pytest.UsageError(
+            f"no part of scripts/test runs these modules (pytestmark = parts(...)): {unmarked}"
+        )
+    items.sort(key=lambda item: (item.path.name == "test_zz_down.py", item.path.parent == here / "relay"))
 
 
 def http(method: str, path: str, body: bytes | None = None, headers: dict | None = None) -> Response:
     """One HTTP request through nginx; errors come back as responses, not exceptions."""
-    request = urllib.request.Request(BASE_URL + path, data=body, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return Response(response.status, dict(response.headers), response.read())
-    except urllib.error.HTTPError as error:
-        return Response(error.code, dict(error.headers), error.read())
+    return fetch(BASE_URL + path, method, body, headers)
 
 
 def post_json(path: str, payload) -> Response:

@@ -15,7 +15,9 @@ import subprocess
 
 import pytest
 
-from conftest import ENV_FILE, REPO, compose, http, service_exec, service_hosts
+from conftest import ENV_FILE, REPO, compose, http, parts, service_exec, service_hosts
+
+pytestmark = parts("direct", "local", "rabbitmq", "postgres", "relay")
 
 LAYER_CLASSES = {
     "redis": "channels_kit.layers.redis.layer.RedisChannelLayer",

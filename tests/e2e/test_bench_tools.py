@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BASE_URL, REPO, compose
+from conftest import BASE_URL, REPO, compose, parts
+
+pytestmark = parts("direct")
 
 NODE = REPO / "loadtest" / "node"
 NODE_ENV = dict(os.environ, NODE_PATH=os.environ.get("NODE_PATH", "/usr/share/nodejs"))

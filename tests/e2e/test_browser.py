@@ -11,7 +11,9 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 from websockets.sync.client import connect
 
-from conftest import BASE_URL, ORIGIN, WS_URL, wait_container_healthy
+from conftest import BASE_URL, ORIGIN, WS_URL, parts, wait_container_healthy
+
+pytestmark = parts("direct", "relay")
 
 CHROMIUM_ARGS = [
     "--no-sandbox",

@@ -8,7 +8,9 @@ import uuid
 import pytest
 import websockets
 
-from conftest import ASGI_APP_ROLE, http, recv_json, ws_connect
+from conftest import ASGI_APP_ROLE, http, parts, recv_json, ws_connect
+
+pytestmark = parts("direct", "local", "rabbitmq", "postgres", "relay")
 
 
 async def _sockets_on_two_replicas(room: str, within: float = 20.0):
@@ -88,12 +90,17 @@ def test_oversized_websocket_message_closes_the_socket_with_1009(size):
     asyncio.run(scenario())
 
 
+async def answered_with_an_error(socket, frame: str) -> None:
+    """After its hello, ``socket`` sends ``frame`` and gets an error frame back."""
+    await recv_json(socket)
+    await socket.send(frame)
+    assert (await recv_json(socket))["type"] == "error"
+
+
 def test_malformed_json_gets_an_error_frame_and_the_socket_stays():
     async def scenario():
         async with ws_connect("e2e-malformed") as socket:
-            await recv_json(socket)
-            await socket.send("{not json")
-            assert (await recv_json(socket))["type"] == "error"
+            await answered_with_an_error(socket, "{not json")
             await socket.send(json.dumps({"message": "after the error"}))
             assert (await recv_json(socket))["message"] == "after the error"
 
@@ -103,10 +110,7 @@ def test_malformed_json_gets_an_error_frame_and_the_socket_stays():
 def test_overlong_chat_message_gets_an_error_frame():
     async def scenario():
         async with ws_connect("e2e-long") as socket:
-            await recv_json(socket)
-            await socket.send(json.dumps({"message": "y" * 2001}))
-            event = await recv_json(socket)
-            assert event["type"] == "error"
+            await answered_with_an_error(socket, json.dumps({"message": "y" * 2001}))
 
     asyncio.run(scenario())
 

@@ -12,7 +12,9 @@ import uuid
 import pytest
 import websockets
 
-from conftest import recv_json, wait_container_healthy, ws_connect
+from conftest import parts, recv_json, wait_container_healthy, ws_connect
+
+pytestmark = parts("direct", "relay")
 
 DRAIN_SECONDS = 10  # compose's default DAPHNE_DRAIN_SECONDS
 

@@ -10,11 +10,14 @@ import time
 import pytest
 from test_backend import backend
 
-from conftest import compose, http
+from conftest import compose, http, parts
 
-pytestmark = pytest.mark.skipif(
-    backend() == "postgres", reason="the channel layer lives in the database: its outage is the layer's"
-)
+pytestmark = [
+    *parts("direct", "relay"),
+    pytest.mark.skipif(
+        backend() == "postgres", reason="the channel layer lives in the database: its outage is the layer's"
+    ),
+]
 
 
 def wait_healthy(service: str, timeout: float = 90) -> None:

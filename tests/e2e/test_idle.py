@@ -6,7 +6,9 @@ import json
 import time
 import uuid
 
-from conftest import compose, recv_json, run_task, ws_connect
+from conftest import compose, parts, recv_json, run_task, ws_connect
+
+pytestmark = parts("direct", "local", "rabbitmq", "postgres", "relay")
 
 
 def _socket_timeout_in(service: str) -> float:

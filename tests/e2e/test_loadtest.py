@@ -21,7 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, compose
+from conftest import REPO, compose, parts
+
+pytestmark = parts("direct")
 
 LOADTEST = ["-f", "compose.yaml", "-f", "compose/loadtest.yaml"]
 RUN_SECONDS = 8

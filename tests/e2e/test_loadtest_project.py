@@ -1,7 +1,7 @@
 """`make loadtest` for a project of the user's: the generic scenarios from its description.
 
 Runs only against the stack deployed for tests/projects/mysite (KIT_PROJECT=mysite; scripts/test
-sets it). One short bounded run of `scripts/loadtest` with
+sets it). One short bounded run of `loadtest/bin/loadtest` with
 LOADTEST_SPEC=tests/projects/mysite-loadtest.toml (its pages, and both chat consumers as
 broadcasts to rooms): zero failures, WebSocket deliveries on both consumers, and the report
 `make loadtest` leaves (HTML, CSV, summary). A wrong description stops before Locust starts,
@@ -22,12 +22,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, parts
 
-pytestmark = pytest.mark.skipif(
-    os.environ.get("KIT_PROJECT") != "mysite",
-    reason="needs the stack deployed for tests/projects/mysite (KIT_PROJECT=mysite)",
-)
+pytestmark = [
+    *parts("direct", "project_relay"),
+    pytest.mark.skipif(
+        os.environ.get("KIT_PROJECT") != "mysite",
+        reason="needs the stack deployed for tests/projects/mysite (KIT_PROJECT=mysite)",
+    ),
+]
 
 SPEC = "tests/projects/mysite-loadtest.toml"
 RUN_SECONDS = 20
@@ -53,7 +56,7 @@ ROWS = [
 
 @dataclass
 class Run:
-    """One finished `scripts/loadtest`: exit status, its output and its report directory."""
+    """One finished `loadtest/bin/loadtest`: exit status, its output and its report directory."""
 
     status: int
     output: str
@@ -68,9 +71,9 @@ class Run:
 
 
 def loadtest(settings: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
-    """`scripts/loadtest` against the stack under test, with ``settings`` in its environment."""
+    """`loadtest/bin/loadtest` against the stack under test, with ``settings`` in its environment."""
     return subprocess.run(
-        [str(REPO / "scripts/loadtest")],
+        [str(REPO / "loadtest/bin/loadtest")],
         cwd=REPO,
         env=os.environ | settings,
         capture_output=True,
@@ -86,7 +89,7 @@ def run() -> Iterator[Run]:
     try:
         done = loadtest(SETTINGS | {"REPORT_DIR": str(directory)}, timeout=RUN_SECONDS + 900)
     except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"scripts/loadtest did not stop by itself:\n{str(exc.stdout)[-3000:]}")
+        pytest.fail(f"loadtest/bin/loadtest did not stop by itself:\n{str(exc.stdout)[-3000:]}")
     yield Run(done.returncode, done.stdout + done.stderr, directory)
     shutil.rmtree(directory, ignore_errors=True)
 
@@ -94,7 +97,7 @@ def run() -> Iterator[Run]:
 def test_generic_scenarios_run_without_failures(run: Run):
     locust_log = run.directory / "locust.log"
     log = locust_log.read_text()[-3000:] if locust_log.exists() else ""
-    assert run.status == 0, f"scripts/loadtest exited {run.status}:\n{run.output[-3000:]}\n{log}"
+    assert run.status == 0, f"loadtest/bin/loadtest exited {run.status}:\n{run.output[-3000:]}\n{log}"
     errors = run.summary()["errors"]
     assert not errors, f"failures: {errors}\n{run.output[-3000:]}"
     rows = run.rows()
@@ -128,7 +131,7 @@ def test_report_and_summary_as_for_the_demo(run: Run):
 
 
 def test_a_wrong_description_stops_before_locust(tmp_path: Path):
-    """A mistake in the file: scripts/loadtest stops with the file, the key, the value and the choices."""
+    """A mistake in the file: `make loadtest` stops with the file, the key, the value and the choices."""
     spec = tmp_path / "wrong.toml"
     spec.write_text(
         '[websocket]\npath = "/ws/chat/{room}/"\nsend = \'{"message": "{token}"}\'\nexpect = "ech"\n'

@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from conftest import REPO, compose, http, service_hosts, wait_for
+from conftest import REPO, compose, http, parts, service_hosts, wait_for
 
 PROMETHEUS = f"http://127.0.0.1:{os.environ.get('PROMETHEUS_PORT', '9090')}"
 DASHBOARD = REPO / "images/prometheus/dashboards/channels-kit.json"
@@ -22,10 +22,13 @@ ALERTS = {
     "DaphneDown",
 }
 
-pytestmark = pytest.mark.skipif(
-    "prometheus" not in compose("ps", "--services", "--status", "running").stdout.split(),
-    reason="the stack runs without MONITORING=on",
-)
+pytestmark = [
+    *parts("direct", "relay"),
+    pytest.mark.skipif(
+        "prometheus" not in compose("ps", "--services", "--status", "running").stdout.split(),
+        reason="the stack runs without MONITORING=on",
+    ),
+]
 
 
 def api(path: str, **params: str) -> dict:

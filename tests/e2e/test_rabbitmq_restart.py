@@ -13,13 +13,16 @@ import uuid
 import pytest
 from test_backend import backend
 
-from conftest import app_containers_started, compose, recv_json, ws_connect
+from conftest import app_containers_started, compose, parts, recv_json, ws_connect
 
 # How long the chat may take to flow again once the restart returned: the server's own start,
 # the reconnect backoff (at most 2 s), consumers resubscribing, group bindings restored.
 RECOVERY_SECONDS = 30.0
 
-pytestmark = pytest.mark.skipif(backend() != "rabbitmq", reason="the stack runs another backend")
+pytestmark = [
+    *parts("direct", "rabbitmq"),
+    pytest.mark.skipif(backend() != "rabbitmq", reason="the stack runs another backend"),
+]
 
 
 def test_chat_flows_again_after_a_rabbitmq_restart(capsys):

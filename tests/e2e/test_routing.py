@@ -26,7 +26,9 @@ from dataclasses import dataclass, field
 import pytest
 import websockets
 
-from conftest import BASE_URL, ENV_FILE, ORIGIN, Response, compose, http, recv_json
+from conftest import BASE_URL, ENV_FILE, ORIGIN, Response, compose, http, parts, recv_json
+
+pytestmark = parts("direct")
 
 ADDRESS = urllib.parse.urlsplit(BASE_URL)
 DAPHNE, UWSGI = "daphne/", "uwsgi/"

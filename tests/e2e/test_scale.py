@@ -4,7 +4,9 @@
 import json
 import time
 
-from conftest import compose, run_task, service_hosts
+from conftest import compose, parts, run_task, service_hosts
+
+pytestmark = parts("direct")
 
 
 def _worker_states() -> list[tuple[str, str]]:

@@ -13,9 +13,12 @@ import uuid
 import pytest
 from test_backend import backend
 
-from conftest import app_containers_started, compose, post_task, recv_json, wait_for_task, ws_connect
+from conftest import app_containers_started, compose, parts, post_task, recv_json, wait_for_task, ws_connect
 
-pytestmark = pytest.mark.skipif(backend() != "redis", reason="the stack runs another backend")
+pytestmark = [
+    *parts("direct", "relay"),
+    pytest.mark.skipif(backend() != "redis", reason="the stack runs another backend"),
+]
 
 OUTAGE_SECONDS = 10
 ROOMS, PER_ROOM = 8, 2

@@ -5,7 +5,9 @@ import re
 import shutil
 import subprocess
 
-from conftest import ENV_FILE, REPO, compose, run_task
+from conftest import ENV_FILE, REPO, compose, parts, run_task
+
+pytestmark = parts("direct")
 
 
 def _calls(service: str, command: str) -> int:

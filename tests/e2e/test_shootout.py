@@ -15,7 +15,9 @@ from collections import Counter
 
 import websockets
 
-from conftest import WS_URL
+from conftest import WS_URL, parts
+
+pytestmark = parts("direct")
 
 CLIENTS, BROADCASTS, CONCURRENT = 30, 40, 4
 

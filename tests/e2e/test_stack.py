@@ -1,6 +1,8 @@
 """The app contract through nginx: health, page, static files, limits, background tasks."""
 
-from conftest import ASGI_APP_ROLE, ASGI_MODE, http, post_json, run_task, service_exec, service_hosts
+from conftest import ASGI_APP_ROLE, ASGI_MODE, http, parts, post_json, run_task, service_exec, service_hosts
+
+pytestmark = parts("direct", "local", "rabbitmq", "postgres", "relay")
 
 
 def test_healthz_names_the_answering_daphne():

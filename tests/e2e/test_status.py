@@ -7,7 +7,9 @@ import re
 import subprocess
 import time
 
-from conftest import REPO, compose, post_task, service_hosts, wait_for_task
+from conftest import REPO, compose, parts, post_task, service_hosts, wait_for_task
+
+pytestmark = parts("direct", "local", "rabbitmq", "postgres")
 
 CHANNEL = "thumbnail"
 SERVICE = "worker-slow"

@@ -5,7 +5,9 @@ import json
 import re
 import time
 
-from conftest import compose, post_task, wait_for_task
+from conftest import compose, parts, post_task, wait_for_task
+
+pytestmark = parts("direct")
 
 SERVICE = "worker-slow"
 

@@ -3,7 +3,9 @@
 import os
 import subprocess
 
-from conftest import REPO
+from conftest import REPO, parts
+
+pytestmark = parts("direct", "local", "rabbitmq", "postgres")
 
 
 def test_make_down_leaves_no_container():

@@ -283,7 +283,7 @@ def test_scripts_kubernetes_secret_makes_the_secret_every_manifest_refers_to(tmp
     }
     env.write_text("".join(f"{key}={value}\n" for key, value in values.items()) + "DJANGO_DEBUG=false\n")
     out = subprocess.run(
-        [str(REPO / "scripts" / "kubernetes-secret"), str(env)], check=True, capture_output=True
+        [str(REPO / "deploy" / "kubernetes" / "secret"), str(env)], check=True, capture_output=True
     )
     secret = yaml.safe_load(out.stdout)
     kubernetes_validate.validate(secret, kubernetes_version(), strict=True)
@@ -299,7 +299,7 @@ def test_scripts_kubernetes_secret_makes_the_secret_every_manifest_refers_to(tmp
                             assert (ref["name"], ref["key"]) in {("channels-kit", key) for key in values}, ref
     env.write_text("DJANGO_SECRET_KEY=x\n")
     refused = subprocess.run(
-        [str(REPO / "scripts" / "kubernetes-secret"), str(env)], capture_output=True, text=True
+        [str(REPO / "deploy" / "kubernetes" / "secret"), str(env)], capture_output=True, text=True
     )
     assert refused.returncode != 0 and "POSTGRES_PASSWORD is not set" in refused.stderr
 

@@ -14,10 +14,9 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,27 +30,14 @@ REDIS_PORT = int(os.environ.get("TEST_NATIVE_REDIS_PORT", "16390"))
 BASE = f"http://127.0.0.1:{PORT}"
 ORIGIN = "http://localhost"
 START_TIMEOUT = 600  # the first run builds the virtualenv
-
-
-@dataclass
-class Response:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self):
-        return json.loads(self.body)
+sys.path.insert(0, str(REPO / "tests/e2e"))
+from kit_clients import Response, fetch  # noqa: E402  (the end-to-end tests' client)
 
 
 def http(method: str, path: str, body: dict | None = None, headers: dict | None = None) -> Response:
     data = json.dumps(body).encode() if body is not None else None
     sent = {"Content-Type": "application/json"} if body is not None else {}
-    request = urllib.request.Request(BASE + path, data=data, method=method, headers=sent | (headers or {}))
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return Response(response.status, dict(response.headers), response.read())
-    except urllib.error.HTTPError as error:
-        return Response(error.code, dict(error.headers), error.read())
+    return fetch(BASE + path, method, data, sent | (headers or {}))
 
 
 def descendants(pid: int) -> set[int]:

@@ -1,5 +1,5 @@
-"""The Swarm stack file that scripts/swarm-up deploys, rendered from the kit's compose files
-by `docker compose config` and scripts/swarm-stack (no Docker daemon needed)."""
+"""The Swarm stack file that deploy/swarm/up deploys, rendered from the kit's compose files
+by `docker compose config` and deploy/swarm/stack.py (no Docker daemon needed)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def render(tmp_path: Path, mode: str, **env: str) -> tuple[str, dict]:
             str(env_file),
             *files,
             "-f",
-            "compose/swarm.yaml",
+            "deploy/swarm/compose.yaml",
             "config",
             "--format",
             "json",
@@ -46,7 +46,7 @@ def render(tmp_path: Path, mode: str, **env: str) -> tuple[str, dict]:
         check=True,
     ).stdout
     stack = subprocess.run(
-        ["python3", "scripts/swarm-stack", "st"],
+        ["python3", "deploy/swarm/stack.py", "st"],
         input=config,
         cwd=REPO,
         env={**clean, **env},
@@ -179,7 +179,7 @@ def test_swarm_nodes_loads_the_projects_image(tmp_path):
     env_file.write_text("PROJECT_IMAGE=channels-kit/app-mysite\nAPP_TAG=v3\nPOSTGRES_IMAGE=pg:15\n")
     clean = {k: os.environ[k] for k in ("PATH", "HOME") if k in os.environ}
     images = subprocess.run(
-        ["scripts/swarm-nodes", "images"],
+        ["deploy/swarm/nodes", "images"],
         cwd=REPO,
         env={**clean, "ENV_FILE": str(env_file)},
         capture_output=True,

@@ -1,4 +1,4 @@
-"""The stack on Docker Swarm across three nodes (scripts/swarm-nodes: Docker-in-Docker
+"""The stack on Docker Swarm across three nodes (deploy/swarm/nodes: Docker-in-Docker
 nodes on this machine), relay mode, three Redis shards one per node, three Daphnes one per
 node: the project's static files served by every node's nginx, groups across nodes, a
 rolling worker update under chat load (static files published again first), a failing
@@ -237,14 +237,14 @@ def addresses(tmp_path_factory) -> Iterator[dict[str, str]]:
     env_file.write_text(re.sub(r"(?m)^APP_TAG=.*$", "APP_TAG=", settings))
     env_file.chmod(0o600)
     SETTINGS["ENV_FILE"] = str(env_file)
-    run("scripts/swarm-nodes", "down", node=None, check=False)
+    run("deploy/swarm/nodes", "down", node=None, check=False)
     try:
-        run("scripts/swarm-nodes", "up", "3", node=None)
+        run("deploy/swarm/nodes", "up", "3", node=None)
         found = dict(
-            line.split() for line in run("scripts/swarm-nodes", "addresses", node=None).stdout.splitlines()
+            line.split() for line in run("deploy/swarm/nodes", "addresses", node=None).stdout.splitlines()
         )
         deploy = run(
-            "scripts/swarm-up",
+            "deploy/swarm/up",
             check=False,
             ASGI_MODE="relay",
             CHANNEL_BACKEND="redis",
@@ -262,7 +262,7 @@ def addresses(tmp_path_factory) -> Iterator[dict[str, str]]:
         yield found
     finally:
         if os.environ.get("SWARM_TEST_KEEP") != "1":
-            run("scripts/swarm-nodes", "down", node=None, check=False)
+            run("deploy/swarm/nodes", "down", node=None, check=False)
 
 
 def test_stack_spreads_over_the_nodes(addresses):
@@ -346,7 +346,7 @@ def test_rolling_worker_update_under_load_drops_nothing(addresses, capsys):
         await asyncio.sleep(3)
         posting.set()
         await asyncio.sleep(3)
-        result = await asyncio.to_thread(run, "scripts/swarm-deploy", "--tag", tag, check=False)
+        result = await asyncio.to_thread(run, "deploy/swarm/deploy", "--tag", tag, check=False)
         await asyncio.sleep(3)
         posting.clear()
         await until_delivered(members, 60)
@@ -395,7 +395,7 @@ def test_a_failing_image_rolls_back_by_itself(addresses, capsys):
             timeout=120,
         )
     started = time.monotonic()
-    result = run("scripts/swarm-deploy", "--tag", broken, "--services", "worker", check=False)
+    result = run("deploy/swarm/deploy", "--tag", broken, "--services", "worker", check=False)
     took = time.monotonic() - started
     state = docker("service", "inspect", "-f", "{{.UpdateStatus.State}}", f"{STACK}_worker").strip()
     with capsys.disabled():

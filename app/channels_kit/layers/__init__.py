@@ -4,7 +4,12 @@
   ``channels_status`` and ``/metrics``, and ``inspector_for()``.
 - ``hashring``: the consistent-hash ring that places ``!`` channels and groups on shards.
 - ``redis``: the Redis backend (extra ``redis``), one server or several shards.
-- ``memory``: how the kit inspects Channels' own in-memory layer.
+- ``rabbitmq``: the RabbitMQ backend (extra ``rabbitmq``).
+- ``table``: what the two table backends share: messages as rows of a shared table.
+- ``postgres``: the PostgreSQL backend (extra ``postgres``), a table layer.
+- ``local``: the same-host backend, a table layer on one SQLite file (no server).
+- ``memory_inspector``: how the kit inspects Channels' own in-memory layer (not a layer).
+- ``memory``: the old import path of ``memory_inspector``.
 
 ``channels_kit.layers.RedisChannelLayer`` is the Redis backend's layer, imported on
 first use, so that this package imports without the ``redis`` extra.

@@ -121,7 +121,7 @@ INSPECTORS: tuple[tuple[str, str], ...] = (
         "channels_kit.layers.rabbitmq.RabbitMQChannelLayer",
         "channels_kit.layers.rabbitmq.inspector.RabbitMQInspector",
     ),
-    ("channels.layers.InMemoryChannelLayer", "channels_kit.layers.memory.MemoryInspector"),
+    ("channels.layers.InMemoryChannelLayer", "channels_kit.layers.memory_inspector.MemoryInspector"),
 )
 
 

@@ -1,4 +1,9 @@
-"""Who is answering: ``<role>/<hostname>``, as sent in ``X-Served-By`` and hello frames."""
+"""Who is answering: ``<role>/<hostname>``, as sent in ``X-Served-By`` and hello frames.
+
+``server_identity()`` names a container by its role (``daphne/web-1``): one per container,
+the same for every process in it. A worker *process* is named by
+``channels_kit.observe.worker_state.worker_identity()``, ``<hostname>:<pid>``, instead.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +21,8 @@ def server_role() -> str:
 
 
 def server_identity() -> str:
-    """``<role>/<hostname>``: unique per container, stable for the process's life."""
+    """``<role>/<hostname>``: unique per container (not per process: see
+    ``worker_state.worker_identity()`` for that), stable for the process's life."""
     return f"{server_role()}/{socket.gethostname()}"
 
 

@@ -20,7 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from channels_kit.layers.base import ChannelLayer
 from channels_kit.observe.status import LayerStatus, gather_status
-from channels_kit.worker.slots import ChannelStats
+from channels_kit.observe.worker_state import ChannelStats
 
 logger = logging.getLogger(__name__)
 

@@ -4,6 +4,9 @@ Each ``KitWorker`` whose layer shares worker state (the Redis layers) saves a sm
 record from its heartbeat loop (host, pid, channels, busy, received, handled, failed,
 start time) through the layer's inspector, with a TTL of three heartbeats: a worker that
 dies without cleaning up vanishes on its own. ``channels_kit.observe.status`` reads them back.
+
+``ChannelStats`` (the per-channel counters a worker keeps, and ``/metrics`` reads) and
+``worker_identity()`` (``<hostname>:<pid>``, one worker process) live here too.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import os
 import socket
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
 from channels_kit.layers.base import LayerInspector, WorkerState
@@ -26,23 +30,28 @@ TTL_HEARTBEATS = 3
 MIN_TTL_SECONDS = 1.0
 
 
-class _Stats(Protocol):
-    received: int
-    handled: int
-    failed: int
+@dataclass
+class ChannelStats:
+    """Message counters of one channel in one worker process."""
+
+    received: int = 0  # taken from the layer
+    handled: int = 0  # finished: the consumer asked for the next message
+    failed: int = 0  # the consumer raised, or the message had no type
 
 
 class ObservableWorker(Protocol):
     """What the publisher reads from a worker (``KitWorker`` has it)."""
 
     channels: list[str]
-    stats: Mapping[str, _Stats]
+    stats: Mapping[str, ChannelStats]
 
     def busy_count(self, channel: str | None = None) -> int: ...
 
 
 def worker_identity() -> str:
-    """``<hostname>:<pid>``: unique per worker process (the hostname is the container's)."""
+    """``<hostname>:<pid>``: one worker process (the hostname is the container's), as its
+    published state and relay beats name it. Not ``observe.identity.server_identity()``,
+    ``<role>/<hostname>``, which names a container in ``X-Served-By``."""
     return f"{socket.gethostname()}:{os.getpid()}"
 
 

@@ -14,10 +14,13 @@ import collections
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Protocol
 
 from channels.exceptions import ChannelFull
 
+from channels_kit.layers.base import ChannelLayer
+from channels_kit.relay.groups import GroupRegistry
 from channels_kit.relay.protocol import (
     ALIVE,
     DONE,
@@ -34,9 +37,7 @@ from channels_kit.relay.protocol import (
     work_message,
 )
 from channels_kit.relay.resend import Delivery
-
-if TYPE_CHECKING:
-    from channels_kit.relay.interface import RelayApplication
+from channels_kit.relay.settings import RelaySettings, RelayStats
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,25 @@ ACCEPT_KEYS = ("type", "subprotocol", "headers")
 SEND_KEYS = ("type", "text", "bytes")
 
 
+class SocketHost(Protocol):
+    """What a socket uses of the relay application that serves it (``RelayApplication``
+    has it; a Protocol, so that this module need not import the application's module)."""
+
+    layer: ChannelLayer
+    settings: RelaySettings
+    stats: RelayStats
+
+    async def new_channel(self) -> str: ...
+
+    async def registry(self) -> GroupRegistry: ...
+
+    def background(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task: ...
+
+    async def no_worker(self, channel: str) -> bool: ...
+
+    def wire_scope(self, scope: dict, reply: str) -> dict: ...
+
+
 class WebsocketConnection:
     """One client socket in relay mode.
 
@@ -64,7 +84,7 @@ class WebsocketConnection:
 
     CONNECTING, OPEN, CLOSING, CLOSED = "connecting", "open", "closing", "closed"
 
-    def __init__(self, app: RelayApplication, scope: dict, receive: Receive, send: Send) -> None:
+    def __init__(self, app: SocketHost, scope: dict, receive: Receive, send: Send) -> None:
         self.app = app
         self.layer = app.layer
         self.scope = scope
@@ -247,43 +267,65 @@ class WebsocketConnection:
             await self._close(CLOSE_CONSUMER_ERROR)
 
     async def _handle(self, message: dict) -> None:
+        """One message on the socket's channel, by type (``_HANDLERS``); the relay's own
+        types nobody handles are ignored, any other goes to a worker as a layer event."""
         kind = message.get("type", "")
-        if kind == ALIVE:
-            if self._inflight is not None and message.get("seq") == self._inflight[0]:
-                self._inflight[2].heard_from()
-        elif kind == DONE:
-            self.answered = True
-            if self._inflight is not None and message.get("seq") == self._inflight[0]:
-                if isinstance(message.get("state"), dict):
-                    self.consumer_state = message["state"]
-                if not self._inflight[1].done():
-                    self._inflight[1].set_result(message)
-            if message.get("error"):
-                await self._close(CLOSE_CONSUMER_ERROR)
-        elif kind == "websocket.accept":
-            self.answered = True
-            if self.state == self.CONNECTING:
-                await self.send({key: message[key] for key in ACCEPT_KEYS if message.get(key) is not None})
-                self.state = self.OPEN
-                self.app.stats.websocket_open += 1
-                self._opened.set()
-                early, self._early = self._early, []
-                for frame in early:
-                    await self.send(frame)
-        elif kind == "websocket.send":
-            await self._send_frame(message)
-        elif kind == "websocket.close":
-            self.answered = True
-            await self._close(message.get("code"))
-        elif kind == GROUP_ADD:
-            if self.state != self.CLOSED:
-                await self.registry.add(message["group"], self)
-        elif kind == GROUP_DISCARD:
-            await self.registry.discard(message["group"], self)
+        handle = self._HANDLERS.get(kind)
+        if handle is not None:
+            await handle(self, message)
         elif kind.startswith(RELAY_CHANNEL_PREFIX + "."):
             logger.debug("ignoring %s on socket %s", kind, self.channel)
         else:
             self._enqueue_layer_event(message)
+
+    async def _on_alive(self, message: dict) -> None:
+        if self._inflight is not None and message.get("seq") == self._inflight[0]:
+            self._inflight[2].heard_from()
+
+    async def _on_done(self, message: dict) -> None:
+        self.answered = True
+        if self._inflight is not None and message.get("seq") == self._inflight[0]:
+            if isinstance(message.get("state"), dict):
+                self.consumer_state = message["state"]
+            if not self._inflight[1].done():
+                self._inflight[1].set_result(message)
+        if message.get("error"):
+            await self._close(CLOSE_CONSUMER_ERROR)
+
+    async def _on_accept(self, message: dict) -> None:
+        self.answered = True
+        if self.state == self.CONNECTING:
+            await self.send({key: message[key] for key in ACCEPT_KEYS if message.get(key) is not None})
+            self.state = self.OPEN
+            self.app.stats.websocket_open += 1
+            self._opened.set()
+            early, self._early = self._early, []
+            for frame in early:
+                await self.send(frame)
+
+    async def _on_send(self, message: dict) -> None:
+        await self._send_frame(message)
+
+    async def _on_close(self, message: dict) -> None:
+        self.answered = True
+        await self._close(message.get("code"))
+
+    async def _on_group_add(self, message: dict) -> None:
+        if self.state != self.CLOSED:
+            await self.registry.add(message["group"], self)
+
+    async def _on_group_discard(self, message: dict) -> None:
+        await self.registry.discard(message["group"], self)
+
+    _HANDLERS: dict[str, Callable[[WebsocketConnection, dict], Awaitable[None]]] = {
+        ALIVE: _on_alive,
+        DONE: _on_done,
+        "websocket.accept": _on_accept,
+        "websocket.send": _on_send,
+        "websocket.close": _on_close,
+        GROUP_ADD: _on_group_add,
+        GROUP_DISCARD: _on_group_discard,
+    }
 
     async def deliver_group_message(self, message: dict) -> None:
         """A message of one of this socket's groups: frames straight to the client, the rest to a worker."""

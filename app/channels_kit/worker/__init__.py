@@ -5,7 +5,8 @@
 - ``slots``: one listener and one application instance: a message at a time per slot.
 - ``selection``: which channels a worker serves (routed channels, ``--only-channels``,
   ``--exclude-channels``).
-- ``errors``: the one logger of consumer tracebacks.
+- ``errors``: the old import path of the consumer-errors logger
+  (``channels_kit.observe.consumer_errors``), whose name it still is.
 """
 
 from channels_kit.worker.server import KitWorker

@@ -39,8 +39,8 @@ from channels.worker import Worker
 from channels_kit.conf import layer_servers
 from channels_kit.event_loop import loop_kind, new_event_loop
 from channels_kit.layers.base import ChannelLayer, DrainableLayer, backend_name, inspector_for
-from channels_kit.observe.worker_state import WorkerStatePublisher
-from channels_kit.worker.slots import ChannelStats, ConsumerSlot, Handler, RelaySlot, Send, Slot
+from channels_kit.observe.worker_state import ChannelStats, WorkerStatePublisher
+from channels_kit.worker.slots import ConsumerSlot, Handler, RelaySlot, Send, Slot
 
 logger = logging.getLogger(__name__)
 

@@ -13,14 +13,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from asgiref.compatibility import guarantee_single_callable
 from asgiref.sync import ThreadSensitiveContext
 
 from channels_kit.layers.base import ChannelLayer
-from channels_kit.worker.errors import errors_logger
+from channels_kit.observe.consumer_errors import errors_logger
+from channels_kit.observe.worker_state import ChannelStats
 
 logger = logging.getLogger(__name__)
 
@@ -31,15 +31,6 @@ RESPAWN_BACKOFF_SECONDS = 1.0
 Send = Callable[[dict], Awaitable[None]]
 # Runs one relay work message (channel, message); True when it went well.
 Handler = Callable[[str, dict], Awaitable[bool]]
-
-
-@dataclass
-class ChannelStats:
-    """Message counters of one channel in one worker process."""
-
-    received: int = 0  # taken from the layer
-    handled: int = 0  # finished: the consumer asked for the next message
-    failed: int = 0  # the consumer raised, or the message had no type
 
 
 class _Instance:

@@ -20,9 +20,12 @@ import uuid
 import pytest
 import websockets
 
-from conftest import ASGI_APP_ROLE, ASGI_MODE, ORIGIN, REPO, WS_URL, compose, http, post_json, wait_for
+from conftest import ASGI_APP_ROLE, ASGI_MODE, ORIGIN, REPO, WS_URL, compose, http, parts, post_json, wait_for
 
-pytestmark = pytest.mark.skipif(os.environ.get("KIT_PROJECT") != "mysite", reason="needs the mysite stack")
+pytestmark = [
+    *parts("direct", "project_direct", "project_relay"),
+    pytest.mark.skipif(os.environ.get("KIT_PROJECT") != "mysite", reason="needs the mysite stack"),
+]
 
 PROJECT = REPO / "tests/projects/mysite"
 

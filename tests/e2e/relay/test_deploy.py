@@ -15,7 +15,9 @@ from collections import Counter
 
 import websockets
 
-from conftest import ENV_FILE, REPO, WS_URL, compose, http
+from conftest import ENV_FILE, REPO, WS_URL, compose, http, parts
+
+pytestmark = parts("rabbitmq", "relay")
 
 ROOMS = 4
 CLIENTS = 200

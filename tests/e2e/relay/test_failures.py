@@ -15,7 +15,9 @@ import uuid
 import pytest
 import websockets
 
-from conftest import WS_URL, compose, http, post_task, recv_json, wait_for, wait_for_task, ws_connect
+from conftest import WS_URL, compose, http, parts, post_task, recv_json, wait_for, wait_for_task, ws_connect
+
+pytestmark = parts("relay")
 
 TIMEOUT = 12
 

@@ -11,7 +11,9 @@ import uuid
 
 import pytest
 
-from conftest import ASGI_MODE, compose, http, recv_json, service_exec, ws_connect
+from conftest import ASGI_MODE, compose, http, parts, recv_json, service_exec, ws_connect
+
+pytestmark = parts("relay")
 
 
 @pytest.fixture(autouse=True, scope="module")

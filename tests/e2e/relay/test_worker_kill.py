@@ -23,7 +23,9 @@ from collections import Counter
 
 import websockets
 
-from conftest import WS_URL, compose, http, wait_container_healthy, wait_for
+from conftest import WS_URL, compose, http, parts, wait_container_healthy, wait_for
+
+pytestmark = parts("relay")
 
 ROOMS, MEMBERS = 5, 10
 POST_EVERY = (0.6, 1.4)  # seconds between two posts of one socket: about 50 posts/s in all

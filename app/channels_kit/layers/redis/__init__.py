@@ -3,6 +3,8 @@
 - ``layer``: ``RedisChannelLayer``, channels_redis's layer with consistent hashing,
   all-shard receives, capacity over all shards and reconnects.
 - ``readers``: blocking reads that a cancelled ``receive()`` never loses a message to.
+- ``outages``: shards that stop answering or come back empty (``ShardHealth``,
+  ``Memberships``), and what both of those and the readers use of the layer.
 - ``timeouts``: blocking reads kept below the client's socket timeout.
 - ``inspector``: queue figures and worker states, for ``channels_status`` and ``/metrics``.
 """

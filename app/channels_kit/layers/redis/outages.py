@@ -10,6 +10,8 @@
   of its own on every shard (``SET ... GET``), and when that key is gone it writes its
   memberships of that shard's groups back, with their original times (so group expiry
   is unchanged). Messages that were queued on the shard are lost with it.
+- ``ShardedLayer``: what this module and ``readers`` use of the layer (``RedisChannelLayer``
+  has it), so that neither imports ``layer``, which imports them.
 """
 
 from __future__ import annotations
@@ -18,12 +20,10 @@ import asyncio
 import logging
 import time
 import uuid
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import redis.exceptions
-
-if TYPE_CHECKING:
-    from channels_kit.layers.redis.layer import RedisChannelLayer
+from redis.asyncio import Redis
 
 logger = logging.getLogger(__name__)
 
@@ -76,10 +76,31 @@ class ShardHealth:
             logger.warning("Redis shard %s answers again", self.names[index])
 
 
+class ShardedLayer(Protocol):
+    """What ``Memberships`` and the readers (``readers``) use of the kit's Redis layer."""
+
+    prefix: str
+    client_prefix: str
+    ring_size: int
+    expiry: float
+    group_expiry: float
+    health: ShardHealth
+
+    def connection(self, index: int) -> Redis: ...
+
+    def consistent_hash(self, value: str | bytes) -> int: ...
+
+    def deserialize(self, message: bytes) -> dict[str, Any]: ...
+
+    def _group_key(self, group: str) -> bytes: ...
+
+    async def pop_batch(self, connection: Redis, key: str, count: int) -> list[tuple[bytes, float]]: ...
+
+
 class Memberships:
     """The group memberships this process made, written back to a shard that lost them."""
 
-    def __init__(self, layer: RedisChannelLayer) -> None:
+    def __init__(self, layer: ShardedLayer) -> None:
         self.layer = layer
         self.added: dict[tuple[str, str], float] = {}  # (group, channel) -> time of group_add
         self.marker = f"{layer.prefix}kit:alive:{layer.client_prefix}"

@@ -11,12 +11,8 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from typing import TYPE_CHECKING
 
-from channels_kit.layers.redis.outages import MAX_RETRY_SECONDS, OUTAGE_ERRORS, RETRY_SECONDS
-
-if TYPE_CHECKING:
-    from channels_kit.layers.redis.layer import RedisChannelLayer
+from channels_kit.layers.redis.outages import MAX_RETRY_SECONDS, OUTAGE_ERRORS, RETRY_SECONDS, ShardedLayer
 
 # Messages one blocking read of a process's own ('!') channels may take (BZMPOP, Redis 7):
 # a backlog of replies costs one round trip, not one per message.
@@ -33,7 +29,7 @@ class ShardReader:
     (or put back by ``RedisChannelLayer.requeue_pending``).
     """
 
-    def __init__(self, layer: RedisChannelLayer, key: str, shards: list[int]) -> None:
+    def __init__(self, layer: ShardedLayer, key: str, shards: list[int]) -> None:
         self.layer = layer
         self.key = key
         self.shards = shards
@@ -108,7 +104,7 @@ class GeneralChannelReader(ShardReader):
     holds at most one surplus message per shard.
     """
 
-    def __init__(self, layer: RedisChannelLayer, channel: str) -> None:
+    def __init__(self, layer: ShardedLayer, channel: str) -> None:
         super().__init__(layer, layer.prefix + channel, list(range(layer.ring_size)))
         self.fetched: asyncio.Queue = asyncio.Queue()
         self.waiting = 0
@@ -157,7 +153,7 @@ class SpecificChannelReader(ShardReader):
     waiting on are kept until they expire, then dropped.
     """
 
-    def __init__(self, layer: RedisChannelLayer, non_local_name: str) -> None:
+    def __init__(self, layer: ShardedLayer, non_local_name: str) -> None:
         super().__init__(layer, layer.prefix + non_local_name, [layer.consistent_hash(non_local_name)])
         self.queues: dict[str, asyncio.Queue] = {}
         self.waiting: dict[str, int] = {}

@@ -29,7 +29,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management import BaseCommand, CommandError
 
 from channels_kit.conf import env_float, env_int, env_str, install_hint
-from channels_kit.worker.errors import send_consumer_errors_to_stderr
+from channels_kit.observe.consumer_errors import send_consumer_errors_to_stderr
 from channels_kit.worker.selection import routed_channels
 from channels_kit.worker.server import DEFAULT_LAYER_WAIT_SECONDS, KitWorker, LayerUnreachable
 
@@ -68,7 +68,10 @@ class Command(BaseCommand):
             "--layer", default=DEFAULT_CHANNEL_LAYER, help="Channel layer alias, if not the default."
         )
 
-    def handle(self, *args, **options) -> None:
+    @staticmethod
+    def _from_env(options: dict) -> tuple[str, int, float, float, dict[str, int]]:
+        """Address, port, grace period, layer wait and Daphne's settings, from the options
+        and the environment (a bad variable is a ``CommandError``)."""
         try:
             bind = options["bind"] or env_str("SERVER_BIND", "0.0.0.0")
             port = options["port"] if options["port"] is not None else env_int("PORT", 8000)
@@ -84,7 +87,12 @@ class Command(BaseCommand):
             }
         except ImproperlyConfigured as exc:
             raise CommandError(str(exc)) from None
-        layer = get_channel_layer(options["layer"])
+        return bind, port, grace_period, layer_wait, settings
+
+    @staticmethod
+    def _layer(alias: str) -> Any:
+        """The channel layer; Channels' in-memory one only when no other web process runs."""
+        layer = get_channel_layer(alias)
         if layer is None:
             raise CommandError("You do not have any CHANNEL_LAYERS configured.")
         if isinstance(layer, InMemoryChannelLayer):
@@ -96,6 +104,11 @@ class Command(BaseCommand):
                     "Redis server (REDIS_URLS or REDIS_URL), or run a single web process."
                 )
             logger.warning(IN_MEMORY_WARNING)
+        return layer
+
+    def handle(self, *args, **options) -> None:
+        bind, port, grace_period, layer_wait, settings = self._from_env(options)
+        layer = self._layer(options["layer"])
         try:
             # The kit's server module installs Twisted's asyncio reactor (on EVENT_LOOP's
             # loop, which the worker then shares): import it before anything of Twisted.

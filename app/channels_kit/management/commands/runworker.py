@@ -11,6 +11,7 @@ manage.py runworker --relay --only-channels='http.*'   # relay mode, web pages o
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,9 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management import CommandError
 
 from channels_kit.conf import asgi_mode, env_float, env_int, env_list, env_str, install_hint
+from channels_kit.observe.consumer_errors import send_consumer_errors_to_stderr
 from channels_kit.relay.handler import RelayHandler
 from channels_kit.relay.protocol import HTTP_CHANNELS, WEBSOCKET_CHANNELS
-from channels_kit.worker.errors import send_consumer_errors_to_stderr
 from channels_kit.worker.selection import NoChannelsError, routed_channels, routed_protocols, select_channels
 from channels_kit.worker.server import DEFAULT_LAYER_WAIT_SECONDS, KitWorker, LayerUnreachable
 
@@ -65,6 +66,78 @@ def relay_channels(application: Any) -> list[str]:
 def option_or_env(value, env_name: str, default, read=env_int):
     """A command-line value, else the environment's, else ``default``."""
     return read(env_name, default) if value is None else value
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """What ``runworker`` was asked for: its options, or their environment variables."""
+
+    only: list[str]
+    exclude: list[str]
+    concurrency: int
+    http_concurrency: int
+    websocket_concurrency: int
+    grace_period: float
+    metrics_port: int
+    relay: bool
+    heartbeat_interval: float
+    layer_wait: float
+
+
+def read_options(options: dict) -> WorkerOptions:
+    """The command's options, each falling back on its environment variable, checked (a bad
+    one is a ``CommandError``)."""
+    try:
+        only = split_globs(options["only_channels"], "WORKER_ONLY_CHANNELS")
+        exclude = split_globs(options["exclude_channels"], "WORKER_EXCLUDE_CHANNELS")
+        concurrency = option_or_env(options["concurrency"], "WORKER_CONCURRENCY", DEFAULT_CONCURRENCY)
+        http_concurrency = option_or_env(
+            options["http_concurrency"], "WORKER_HTTP_CONCURRENCY", DEFAULT_HTTP_CONCURRENCY
+        )
+        websocket_concurrency = option_or_env(
+            options["websocket_concurrency"],
+            "WORKER_WEBSOCKET_CONCURRENCY",
+            DEFAULT_WEBSOCKET_CONCURRENCY,
+        )
+        grace_period = option_or_env(
+            options["grace_period"],
+            "WORKER_GRACE_PERIOD_SECONDS",
+            DEFAULT_GRACE_PERIOD_SECONDS,
+            env_float,
+        )
+        metrics_port = option_or_env(options["metrics_port"], "WORKER_METRICS_PORT", 0)
+        relay = options["relay"] or asgi_mode() == "relay"
+        heartbeat_interval = env_float("WORKER_HEARTBEAT_INTERVAL", 5.0)
+        layer_wait = env_float("WORKER_LAYER_WAIT_SECONDS", DEFAULT_LAYER_WAIT_SECONDS)
+    except ImproperlyConfigured as exc:
+        raise CommandError(str(exc)) from None
+    for flag, value in (
+        ("--concurrency", concurrency),
+        ("--http-concurrency", http_concurrency),
+        ("--websocket-concurrency", websocket_concurrency),
+    ):
+        if value < 1:
+            raise CommandError(f"{flag} must be at least 1, not {value}")
+    if grace_period < 0:
+        raise CommandError(f"--grace-period must not be negative, not {grace_period:g}")
+    if layer_wait < 0:
+        raise CommandError(f"WORKER_LAYER_WAIT_SECONDS must not be negative, not {layer_wait:g}")
+    if heartbeat_interval <= 0:
+        raise CommandError(f"WORKER_HEARTBEAT_INTERVAL must be above 0, not {heartbeat_interval:g}")
+    if not 0 <= metrics_port <= 65535:
+        raise CommandError(f"--metrics-port must be 0 (off) or a port number, not {metrics_port}")
+    return WorkerOptions(
+        only=only,
+        exclude=exclude,
+        concurrency=concurrency,
+        http_concurrency=http_concurrency,
+        websocket_concurrency=websocket_concurrency,
+        grace_period=grace_period,
+        metrics_port=metrics_port,
+        relay=relay,
+        heartbeat_interval=heartbeat_interval,
+        layer_wait=layer_wait,
+    )
 
 
 class Command(runworker.Command):
@@ -147,46 +220,8 @@ class Command(runworker.Command):
         )
 
     def handle(self, *args, **options) -> None:
-        try:
-            only = split_globs(options["only_channels"], "WORKER_ONLY_CHANNELS")
-            exclude = split_globs(options["exclude_channels"], "WORKER_EXCLUDE_CHANNELS")
-            concurrency = option_or_env(options["concurrency"], "WORKER_CONCURRENCY", DEFAULT_CONCURRENCY)
-            http_concurrency = option_or_env(
-                options["http_concurrency"], "WORKER_HTTP_CONCURRENCY", DEFAULT_HTTP_CONCURRENCY
-            )
-            websocket_concurrency = option_or_env(
-                options["websocket_concurrency"],
-                "WORKER_WEBSOCKET_CONCURRENCY",
-                DEFAULT_WEBSOCKET_CONCURRENCY,
-            )
-            grace_period = option_or_env(
-                options["grace_period"],
-                "WORKER_GRACE_PERIOD_SECONDS",
-                DEFAULT_GRACE_PERIOD_SECONDS,
-                env_float,
-            )
-            metrics_port = option_or_env(options["metrics_port"], "WORKER_METRICS_PORT", 0)
-            relay = options["relay"] or asgi_mode() == "relay"
-            heartbeat_interval = env_float("WORKER_HEARTBEAT_INTERVAL", 5.0)
-            layer_wait = env_float("WORKER_LAYER_WAIT_SECONDS", DEFAULT_LAYER_WAIT_SECONDS)
-        except ImproperlyConfigured as exc:
-            raise CommandError(str(exc)) from None
-        for flag, value in (
-            ("--concurrency", concurrency),
-            ("--http-concurrency", http_concurrency),
-            ("--websocket-concurrency", websocket_concurrency),
-        ):
-            if value < 1:
-                raise CommandError(f"{flag} must be at least 1, not {value}")
-        if grace_period < 0:
-            raise CommandError(f"--grace-period must not be negative, not {grace_period:g}")
-        if layer_wait < 0:
-            raise CommandError(f"WORKER_LAYER_WAIT_SECONDS must not be negative, not {layer_wait:g}")
-        if heartbeat_interval <= 0:
-            raise CommandError(f"WORKER_HEARTBEAT_INTERVAL must be above 0, not {heartbeat_interval:g}")
-        if not 0 <= metrics_port <= 65535:
-            raise CommandError(f"--metrics-port must be 0 (off) or a port number, not {metrics_port}")
-
+        opts = read_options(options)
+        only, exclude, metrics_port = opts.only, opts.exclude, opts.metrics_port
         if metrics_port:
             try:
                 from channels_kit.observe.metrics import MetricsServer
@@ -197,7 +232,7 @@ class Command(runworker.Command):
 
         application = get_default_application()
         named, routed = list(options["channels"]), routed_channels(application)
-        relayed = relay_channels(application) if relay else []
+        relayed = relay_channels(application) if opts.relay else []
         try:
             channels = select_channels([*named, *routed, *relayed], only=only, exclude=exclude)
         except NoChannelsError as exc:
@@ -218,22 +253,22 @@ class Command(runworker.Command):
             only,
             exclude,
         )
-        channel_concurrency = {channel: http_concurrency for channel in HTTP_CHANNELS} | {
-            channel: websocket_concurrency for channel in WEBSOCKET_CHANNELS
+        channel_concurrency = {channel: opts.http_concurrency for channel in HTTP_CHANNELS} | {
+            channel: opts.websocket_concurrency for channel in WEBSOCKET_CHANNELS
         }
         heartbeat = options["heartbeat_file"]
         worker = KitWorker(
             application=application,
             channels=channels,
             channel_layer=channel_layer,
-            concurrency=concurrency,
+            concurrency=opts.concurrency,
             channel_concurrency=channel_concurrency,
             relay_handler=RelayHandler(application, channel_layer) if set(relayed) & set(channels) else None,
             relay_channels=relayed,
-            grace_period=grace_period,
+            grace_period=opts.grace_period,
             heartbeat_path=Path(heartbeat) if heartbeat else None,
-            heartbeat_interval=heartbeat_interval,
-            layer_wait=layer_wait,
+            heartbeat_interval=opts.heartbeat_interval,
+            layer_wait=opts.layer_wait,
         )
         metrics = None
         if metrics_port:

@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""Turn `docker compose config --format json` output (stdin) into a Swarm stack file (stdout).
+
+Usage: docker compose ... config --format json | deploy/swarm/stack.py STACK [SERVICE...] > stack.json
+  SERVICE...: only these services (deploy/swarm/up deploys the Redis shards one by one first)
+
+- keys `docker stack deploy` does not take, or ignores, go: build, depends_on,
+  pull_policy, profiles, restart (Swarm's is deploy.restart_policy), container_name;
+- every secret the kit reads from an environment variable (SECRETS below) leaves the
+  environment: the service gets the Docker secret ``<STACK>_<name>`` (made by
+  deploy/swarm/up from .env) mounted at /run/secrets/<name>, and NAME_FILE pointing
+  there (the images' entrypoints read it);
+- the network becomes an attachable overlay named after the stack;
+- with SWARM_REGISTRY set (host:port), the kit's images (channels-kit/..., and the local
+  stand-ins channels-kit-local/...) are named in that registry, where the nodes pull them.
+The output is JSON, which `docker stack deploy --compose-file` reads as YAML.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+# environment variable -> secret name; None: dropped (the secret file replaces it).
+SECRETS: dict[str, str | None] = {
+    "DJANGO_SECRET_KEY": "django_secret_key",
+    "POSTGRES_PASSWORD": "postgres_password",
+    "RABBITMQ_PASSWORD": "rabbitmq_password",
+    "RABBITMQ_DEFAULT_PASS": "rabbitmq_password",
+    "REDIS_PASSWORD": "redis_password",
+    "DEMO_PASSWORD": "demo_password",
+    "REDISCLI_AUTH": None,  # redis-cli gets it from the secret file (deploy/swarm/compose.yaml)
+}
+IGNORED_KEYS = ("build", "depends_on", "pull_policy", "profiles", "restart", "container_name")
+
+
+def secrets_as_files(environment: dict) -> tuple[dict, list[str]]:
+    """``environment`` with each secret's value replaced by ``<NAME>_FILE`` (its Swarm secret's
+    path), and the secrets to mount."""
+    mounts: list[str] = []
+    for variable, secret in SECRETS.items():
+        if variable not in environment:
+            continue
+        value = environment.pop(variable)
+        if secret is None or value in (None, ""):
+            continue
+        environment[f"{variable}_FILE"] = f"/run/secrets/{secret}"
+        if secret not in mounts:
+            mounts.append(secret)
+    return environment, mounts
+
+
+def convert(config: dict, stack: str, only: list[str] | None = None) -> dict:
+    """The stack file for ``config`` (a rendered compose project)."""
+    used: set[str] = set()
+    services = {}
+    for name, service in config["services"].items():
+        if only and name not in only:
+            continue
+        service = {
+            key: value for key, value in service.items() if key not in IGNORED_KEYS and value is not None
+        }
+        environment, mounts = secrets_as_files(dict(service.get("environment") or {}))
+        if environment:
+            service["environment"] = environment
+        registry = os.environ.get("SWARM_REGISTRY", "").strip().rstrip("/")
+        if registry and str(service.get("image", "")).startswith("channels-kit"):
+            service["image"] = f"{registry}/{service['image']}"
+        for port in service.get("ports") or []:
+            if isinstance(port.get("published"), str):
+                port["published"] = int(port["published"])  # the stack schema wants a number
+        if mounts:
+            # Mode 0444 (Swarm's default) inside the container: the images run as non-root users.
+            service["secrets"] = [{"source": secret, "target": secret} for secret in mounts]
+            used.update(mounts)
+        services[name] = service
+    stack_file: dict = {"services": services}
+    networks = {}
+    for name, network in (config.get("networks") or {}).items():
+        networks[name] = {key: value for key, value in network.items() if key != "ipam"}
+        networks[name].update(name=f"{stack}_{name}", driver="overlay", attachable=True)
+    if networks:
+        stack_file["networks"] = networks
+    if config.get("volumes"):
+        stack_file["volumes"] = config["volumes"]
+    if used:
+        stack_file["secrets"] = {
+            secret: {"external": True, "name": f"{stack}_{secret}"} for secret in sorted(used)
+        }
+    return stack_file
+
+
+def main() -> int:
+    if len(sys.argv) < 2:
+        print(__doc__.strip().splitlines()[2], file=sys.stderr)
+        return 2
+    json.dump(convert(json.load(sys.stdin), sys.argv[1], sys.argv[2:]), sys.stdout, indent=2)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
