@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import websockets
+
 from kit_clients import Response, fetch
 
 REPO = Path(__file__).resolve().parents[2]

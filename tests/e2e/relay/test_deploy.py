@@ -5,17 +5,14 @@ through `docker compose ps`, never as `docker compose exec worker` (container 1)
 from __future__ import annotations
 
 import asyncio
-import json
-import random
 import subprocess
 import threading
 import time
 import uuid
 from collections import Counter
 
-import websockets
-
 from conftest import ENV_FILE, REPO, WS_URL, compose, http, parts
+from kit_clients import ChatMember
 
 pytestmark = parts("rabbitmq", "relay")
 
@@ -69,43 +66,17 @@ class HttpTraffic:
         self._thread.join(30)
 
 
-class ChatClient:
+class ChatClient(ChatMember):
     """One WebSocket member of a room: posts now and then, records everything it receives."""
 
+    tag = "c"
+
     def __init__(self, number: int, room: str) -> None:
-        self.number, self.room = number, room
-        self.sent: list[str] = []
+        super().__init__(number, room, WS_URL, POST_EVERY)
         self.received: set[str] = set()
-        self.closes = 0
 
-    async def run(
-        self, start_posting: asyncio.Event, stop_posting: asyncio.Event, done: asyncio.Event
-    ) -> None:
-        url = f"{WS_URL}/ws/chat/{self.room}/"
-        async with websockets.connect(url, origin="http://localhost", open_timeout=60) as socket:
-            assert json.loads(await socket.recv())["type"] == "hello"
-            reader = asyncio.ensure_future(self._read(socket))
-            await start_posting.wait()
-            while not stop_posting.is_set():
-                await asyncio.sleep(random.uniform(*POST_EVERY))
-                if stop_posting.is_set():
-                    break
-                text = f"c{self.number}-{len(self.sent)}"
-                await socket.send(json.dumps({"message": text}))
-                self.sent.append(text)
-            await done.wait()
-            reader.cancel()
-            if socket.close_code is not None:
-                self.closes += 1
-
-    async def _read(self, socket) -> None:
-        try:
-            async for frame in socket:
-                event = json.loads(frame)
-                if event.get("type") == "message":
-                    self.received.add(event["message"])
-        except websockets.ConnectionClosed:
-            self.closes += 1
+    def record(self, event: dict) -> None:
+        self.received.add(event["message"])
 
 
 def test_rollout_under_load_drops_no_socket_and_loses_no_message(capsys):
@@ -118,7 +89,7 @@ def test_rollout_under_load_drops_no_socket_and_loses_no_message(capsys):
         start, stop, done = asyncio.Event(), asyncio.Event(), asyncio.Event()
         tasks = []
         for client in clients:  # open the sockets over a few seconds, as people arrive
-            tasks.append(asyncio.ensure_future(client.run(start, stop, done)))
+            tasks.append(asyncio.ensure_future(client.run(start, lambda: not stop.is_set(), done)))
             await asyncio.sleep(0.02)
         await asyncio.sleep(5)
         start.set()

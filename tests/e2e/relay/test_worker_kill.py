@@ -13,8 +13,6 @@ socket closes, and the sockets it stalled go on within seconds. The counts are p
 from __future__ import annotations
 
 import asyncio
-import json
-import random
 import subprocess
 import threading
 import time
@@ -24,6 +22,7 @@ from collections import Counter
 import websockets
 
 from conftest import WS_URL, compose, http, parts, wait_container_healthy, wait_for
+from kit_clients import ChatMember
 
 pytestmark = parts("relay")
 
@@ -34,45 +33,33 @@ SLOW_PAGES = 12  # clients looping on /io/?ms=1000: both workers always hold som
 SLOW_ECHOES = 12  # sockets on /ws/echo/?ms=1000, one frame in flight each
 
 
-class Member:
+def posting_for(seconds: float):
+    """A member's ``posting()``: true for ``seconds`` from its first call (once connected)."""
+    deadline: list[float] = []
+
+    def posting() -> bool:
+        if not deadline:
+            deadline.append(time.monotonic() + seconds)
+        return time.monotonic() < deadline[0]
+
+    return posting
+
+
+class Member(ChatMember):
     """One socket of a room: posts now and then; records when each message reached it."""
 
+    tag = "k"
+
     def __init__(self, number: int, room: str) -> None:
-        self.number, self.room = number, room
-        self.sent: dict[str, float] = {}
+        super().__init__(number, room, WS_URL, POST_EVERY)
         self.received: dict[str, float] = {}
         self.ids: dict[str, set[int]] = {}  # text -> message ids it came with
         self.frames: Counter[int] = Counter()  # message id -> frames with it
-        self.closes = 0
 
-    async def run(self, posting: float, done: asyncio.Event) -> None:
-        url = f"{WS_URL}/ws/chat/{self.room}/"
-        async with websockets.connect(url, origin="http://localhost", open_timeout=60) as socket:
-            assert json.loads(await socket.recv())["type"] == "hello"
-            reader = asyncio.ensure_future(self._read(socket))
-            stop = time.monotonic() + posting
-            while True:
-                await asyncio.sleep(random.uniform(*POST_EVERY))
-                if time.monotonic() >= stop:
-                    break
-                text = f"k{self.number}-{len(self.sent)}"
-                self.sent[text] = time.monotonic()
-                await socket.send(json.dumps({"message": text}))
-            await done.wait()
-            reader.cancel()
-            if socket.close_code is not None:
-                self.closes += 1
-
-    async def _read(self, socket) -> None:
-        try:
-            async for frame in socket:
-                event = json.loads(frame)
-                if event.get("type") == "message":
-                    self.received.setdefault(event["message"], time.monotonic())
-                    self.ids.setdefault(event["message"], set()).add(event["id"])
-                    self.frames[event["id"]] += 1
-        except websockets.ConnectionClosed:
-            self.closes += 1
+    def record(self, event: dict) -> None:
+        self.received.setdefault(event["message"], time.monotonic())
+        self.ids.setdefault(event["message"], set()).add(event["id"])
+        self.frames[event["id"]] += 1
 
 
 class SlowPages:
@@ -161,7 +148,9 @@ def test_kill_9_of_a_worker_under_chat_load_loses_nothing_and_it_comes_back(caps
 
     async def scenario() -> float:
         done = asyncio.Event()
-        tasks = [asyncio.ensure_future(m.run(POST_FOR, done)) for m in members]
+        now = asyncio.Event()
+        now.set()
+        tasks = [asyncio.ensure_future(m.run(now, posting_for(POST_FOR), done)) for m in members]
         tasks += [asyncio.ensure_future(echo.run(done)) for echo in echoes]
         await asyncio.sleep(KILL_AFTER)
         killed_at = time.monotonic()
