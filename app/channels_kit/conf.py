@@ -9,9 +9,11 @@ in every container, keeps them identical. The variables are documented in the ki
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from importlib.util import find_spec
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
@@ -20,7 +22,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from channels_kit.layers.base import ChannelLayer
-from channels_kit.variables import warn_about_lookalikes
+from channels_kit.variables import Allowed, allowed_for, warn_about_lookalikes
 
 logger = logging.getLogger(__name__)
 
@@ -50,30 +52,36 @@ def env_bool(name: str, default: bool = False) -> bool:
     raise ImproperlyConfigured(f"{name}={raw!r} is not a yes/no value")
 
 
+def _number_range(name: str, minimum: float | None, maximum: float | None) -> Allowed:
+    """The range of the number variable ``name``: its entry of ``VARIABLES`` (the one place
+    a variable of the package declares it), narrowed by the caller's bounds if any (a
+    project's own variables have only those)."""
+    allowed = allowed_for(name) or Allowed()
+    if minimum is not None and (allowed.minimum is None or minimum > allowed.minimum):
+        allowed = replace(allowed, minimum=minimum, above=False)
+    if maximum is not None and (allowed.maximum is None or maximum < allowed.maximum):
+        allowed = replace(allowed, maximum=maximum)
+    return allowed
+
+
 def env_int(name: str, default: int, minimum: int | None = None, maximum: int | None = None) -> int:
-    """An integer setting, within ``minimum`` and ``maximum`` when given."""
+    """An integer setting, within the range ``VARIABLES`` gives it (for the package's
+    variables) or ``minimum`` and ``maximum`` (others); else ``ImproperlyConfigured``
+    naming the variable, the value and what is allowed. The default is not checked."""
     raw = env_str(name)
     if not raw:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name}={raw!r} is not an integer") from None
-    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-        allowed = f"from {minimum} to {maximum}" if maximum is not None else f"of at least {minimum}"
-        raise ImproperlyConfigured(f"{name}={raw!r}: expected an integer {allowed}")
-    return value
+    return int(_number_range(name, minimum, maximum).read(name, raw, whole=True))
 
 
-def env_float(name: str, default: float) -> float:
-    """A number setting (seconds, usually)."""
+def env_float(name: str, default: float, minimum: float | None = None, maximum: float | None = None) -> float:
+    """A number setting (seconds, usually): finite, within the range ``VARIABLES`` gives it
+    (for the package's variables) or ``minimum`` and ``maximum`` (others); else
+    ``ImproperlyConfigured`` as ``env_int``'s. The default is not checked."""
     raw = env_str(name)
     if not raw:
         return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name}={raw!r} is not a number") from None
+    return _number_range(name, minimum, maximum).read(name, raw)
 
 
 def env_list(name: str, default: str = "") -> list[str]:
@@ -105,6 +113,8 @@ def _number(kind: type, minimum: float) -> Callable[[str], str | None]:
             number = kind(value)
         except ValueError:
             return "is not an integer" if kind is int else "is not a number"
+        if not math.isfinite(number):
+            return "is not a finite number"
         return f"is below {minimum:g}" if number < minimum else None
 
     return check
@@ -252,7 +262,7 @@ def redis_host(url: str) -> dict[str, Any]:
         "address": url,
         "socket_timeout": env_float("REDIS_SOCKET_TIMEOUT", 30.0),
         "socket_connect_timeout": env_float("REDIS_CONNECT_TIMEOUT", 5.0),
-        "health_check_interval": env_int("REDIS_HEALTH_CHECK_INTERVAL", 30, minimum=0),
+        "health_check_interval": env_int("REDIS_HEALTH_CHECK_INTERVAL", 30),
     }
     if env_str("REDIS_PASSWORD") and "@" not in url:
         host["password"] = env_str("REDIS_PASSWORD")
@@ -298,7 +308,7 @@ def rabbitmq_url() -> str:
     user = quote(env_str("RABBITMQ_USER", "guest"), safe="")
     password = quote(env_str("RABBITMQ_PASSWORD", "guest"), safe="")
     vhost = quote(env_str("RABBITMQ_VHOST", "/"), safe="")
-    port = env_int("RABBITMQ_PORT", 5672, minimum=1, maximum=65535)
+    port = env_int("RABBITMQ_PORT", 5672)
     return f"amqp://{user}:{password}@{host}:{port}/{vhost}"
 
 
@@ -330,7 +340,7 @@ def postgres_layer_url() -> str:
     user = quote(env_str("POSTGRES_USER", "chat"), safe="")
     password = quote(env_str("POSTGRES_PASSWORD"), safe="")
     database = quote(env_str("POSTGRES_DB", "chat"), safe="")
-    port = env_int("POSTGRES_PORT", 5432, minimum=1, maximum=65535)
+    port = env_int("POSTGRES_PORT", 5432)
     return f"postgresql://{user}:{password}@{host}:{port}/{database}"
 
 
@@ -374,13 +384,13 @@ def channel_layers_from_env() -> dict[str, Any]:
         return {"default": {"BACKEND": IN_MEMORY_BACKEND}}
     common = {
         "prefix": env_str("CHANNEL_LAYER_PREFIX", "asgi"),
-        "expiry": env_int("CHANNEL_LAYER_EXPIRY", 60, minimum=1),
-        "group_expiry": env_int("CHANNEL_LAYER_GROUP_EXPIRY", 86400, minimum=1),
-        "capacity": env_int("CHANNEL_LAYER_CAPACITY", 100, minimum=1),
+        "expiry": env_int("CHANNEL_LAYER_EXPIRY", 60),
+        "group_expiry": env_int("CHANNEL_LAYER_GROUP_EXPIRY", 86400),
+        "capacity": env_int("CHANNEL_LAYER_CAPACITY", 100),
         # Relay mode's channels (channels_kit.relay): the work channels that carry every
         # request and WebSocket event to the workers, and each interface server's replies.
         "channel_capacity": {
-            pattern: env_int("CHANNEL_LAYER_RELAY_CAPACITY", 1000, minimum=1)
+            pattern: env_int("CHANNEL_LAYER_RELAY_CAPACITY", 1000)
             for pattern in ("relay.*", "http.request", "websocket.*")
         },
     }
@@ -392,7 +402,7 @@ def channel_layers_from_env() -> dict[str, Any]:
         if not url:
             raise ImproperlyConfigured("CHANNEL_BACKEND=rabbitmq needs RABBITMQ_URL or RABBITMQ_HOST")
         require_extra("aiormq", "rabbitmq", "CHANNEL_BACKEND=rabbitmq, but the RabbitMQ backend")
-        amqp = {"url": url, "heartbeat": env_int("RABBITMQ_HEARTBEAT", 30, minimum=0)}
+        amqp = {"url": url, "heartbeat": env_int("RABBITMQ_HEARTBEAT", 30)}
         return {"default": {"BACKEND": RABBITMQ_BACKEND, "CONFIG": common | amqp}}
     if backend == "postgres":
         url = postgres_layer_url()

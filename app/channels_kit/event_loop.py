@@ -14,6 +14,8 @@ import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
+from channels_kit.variables import Allowed, allowed_for
+
 CHOICES = ("auto", "uvloop", "asyncio")
 
 
@@ -63,7 +65,9 @@ def install_twisted_reactor() -> str:
     from twisted.internet import asyncioreactor
 
     loop = new_event_loop()
-    if "ASGI_THREADS" in os.environ:  # as Daphne does for its own loop
-        loop.set_default_executor(ThreadPoolExecutor(max_workers=int(os.environ["ASGI_THREADS"])))
+    threads = os.environ["ASGI_THREADS"].strip() if "ASGI_THREADS" in os.environ else ""
+    if threads:  # as Daphne does for its own loop (empty: unset, as for every setting)
+        count = int((allowed_for("ASGI_THREADS") or Allowed()).read("ASGI_THREADS", threads, whole=True))
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=count))
     asyncioreactor.install(loop)
     return loop_kind(loop)

@@ -214,7 +214,10 @@ def test_every_form_the_redis_layer_takes_still_passes(clean_layer_env):
         ({"RABBITMQ_URL": "amqp://u:s3cret@:5672/"}, "RABBITMQ_URL='amqp://u:***@:5672/': it names no host"),
         ({"RABBITMQ_URL": "http://broker"}, "its scheme 'http' is not one of amqp, amqps"),
         ({"RABBITMQ_HOST": "amqp://broker"}, "RABBITMQ_HOST='amqp://broker': expected a host name"),
-        ({"RABBITMQ_HOST": "broker", "RABBITMQ_PORT": "0"}, "RABBITMQ_PORT='0': expected an integer from 1"),
+        (
+            {"RABBITMQ_HOST": "broker", "RABBITMQ_PORT": "0"},
+            "RABBITMQ_PORT must be a port number from 1 to 65535, not '0'",
+        ),
     ],
 )
 def test_a_malformed_rabbitmq_server_is_named(clean_layer_env, env, expected):
@@ -247,7 +250,7 @@ def test_layer_numbers_have_bounds(clean_layer_env):
     clean_layer_env.setenv("REDIS_URLS", "redis://a:6379/0")
     clean_layer_env.setenv("CHANNEL_LAYER_CAPACITY", "0")
     with pytest.raises(
-        ImproperlyConfigured, match=r"CHANNEL_LAYER_CAPACITY='0': expected an integer of at least 1"
+        ImproperlyConfigured, match=r"CHANNEL_LAYER_CAPACITY must be a whole number of messages >= 1, not '0'"
     ):
         conf.channel_layers_from_env()
 

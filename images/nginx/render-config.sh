@@ -21,6 +21,10 @@
 #                   e.g. Debian's 1.22 stand-in). auto: resolve when `nginx -v` is >= 1.27.3.
 #   UPSTREAM_REFRESH_SECONDS how stale a replica list may get (default 5): the resolver's
 #                   valid= in resolve mode, the watcher's interval in watch mode
+#   TRUSTED_PROXIES the proxies in front whose X-Forwarded-Proto and X-Forwarded-For are
+#                   believed: comma-separated IPv4/IPv6 addresses or CIDR ranges, e.g. a TLS
+#                   ingress controller's pod range 10.244.0.0/16 (default empty: nobody, nginx
+#                   sends $scheme and the peer's address, whatever the client claims)
 # Every value is checked before anything is written; a bad one stops the container
 # with the reason.
 set -Eeuo pipefail
@@ -47,6 +51,7 @@ export MAX_REQUEST_BYTES="${MAX_REQUEST_BYTES:-1048576}"
 export WS_READ_TIMEOUT="${WS_READ_TIMEOUT:-3600s}"
 export HTTP_READ_TIMEOUT="${HTTP_READ_TIMEOUT:-130s}"
 export STATIC_URL_PATH="${STATIC_URL_PATH-/static/}"
+TRUSTED_PROXIES="${TRUSTED_PROXIES:-}"
 UPSTREAM_RESOLVE="${UPSTREAM_RESOLVE:-auto}"
 UPSTREAM_REFRESH_SECONDS="${UPSTREAM_REFRESH_SECONDS:-5}"
 [[ "$UPSTREAM_RESOLVE" =~ ^(auto|on|off)$ ]] || die "UPSTREAM_RESOLVE must be auto, on or off, not '$UPSTREAM_RESOLVE'"
@@ -105,6 +110,34 @@ read_prefixes() {
   into=()
   [[ -z "$list" ]] || mapfile -t into <<<"$list"
 }
+
+# cidr ITEM: true when ITEM is an IPv4 or IPv6 address, or one with a /prefix length.
+cidr() {
+  local address=${1%/*} bits= octet octets
+  [[ "$1" != */* ]] || bits=${1##*/}
+  if [[ "$address" =~ ^[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}$ ]]; then
+    IFS=. read -ra octets <<<"$address"
+    for octet in "${octets[@]}"; do ((10#$octet <= 255)) || return 1; done
+    [[ -z "$bits" && "$1" != */ ]] || { [[ "$bits" =~ ^[0-9]{1,2}$ ]] && ((10#$bits <= 32)); }
+  elif [[ "$address" == *:* && "$address" =~ ^[0-9A-Fa-f:.]+$ ]]; then
+    [[ -z "$bits" && "$1" != */ ]] || { [[ "$bits" =~ ^[0-9]{1,3}$ ]] && ((10#$bits <= 128)); }
+  else
+    return 1
+  fi
+}
+
+# Forwarded headers: the trusted ranges as nginx.conf's realip lines and geo entries.
+KIT_REAL_IP_FROM="" KIT_TRUSTED_PROXY_RANGES="" trusted=()
+IFS=, read -ra items <<<"$TRUSTED_PROXIES"
+for item in "${items[@]}"; do
+  item="${item//[[:space:]]/}"
+  [[ -n "$item" ]] || continue
+  cidr "$item" || die "TRUSTED_PROXIES: '$item' is not an address or CIDR range such as 10.244.0.0/16"
+  trusted+=("$item")
+  KIT_REAL_IP_FROM+="    set_real_ip_from $item;"$'\n'
+  KIT_TRUSTED_PROXY_RANGES+="        $item 1;"$'\n'
+done
+export KIT_REAL_IP_FROM KIT_TRUSTED_PROXY_RANGES
 
 static_paths=() asgi_paths=() longpoll_paths=() wsgi_paths=()
 read_prefixes static_paths STATIC_URL_PATH
@@ -182,11 +215,13 @@ done
 export KIT_STATIC_LOCATION KIT_STREAM_LOCATIONS KIT_ASGI_PATH_LOCATIONS KIT_LONGPOLL_LOCATIONS KIT_WSGI_PATH_LOCATIONS \
   KIT_WSGI_DOMAIN_SERVER
 
-# Only these are substituted: nginx's own $variables stay as they are.
+# Only these are substituted: nginx's own $variables stay as they are. (The forwarded
+# headers' two, computed above from TRUSTED_PROXIES, are named the other way envsubst takes.)
 # shellcheck disable=SC2016  # envsubst's list of names, not an expansion
 vars='${NGINX_WORKER_PROCESSES} ${NGINX_WORKER_CONNECTIONS} ${NGINX_RELOAD_DRAIN} ${MAX_REQUEST_BYTES}
       ${WS_READ_TIMEOUT} ${HTTP_READ_TIMEOUT} ${ROUTING} ${ASGI_DOMAIN} ${KIT_STREAM_LOCATIONS}
-      ${KIT_ASGI_PATH_LOCATIONS} ${KIT_LONGPOLL_LOCATIONS} ${KIT_WSGI_PATH_LOCATIONS} ${KIT_WSGI_DOMAIN_SERVER} ${KIT_STATIC_LOCATION}'
+      ${KIT_ASGI_PATH_LOCATIONS} ${KIT_LONGPOLL_LOCATIONS} ${KIT_WSGI_PATH_LOCATIONS} ${KIT_WSGI_DOMAIN_SERVER} ${KIT_STATIC_LOCATION}
+      $KIT_REAL_IP_FROM $KIT_TRUSTED_PROXY_RANGES'
 render() {
   envsubst "$vars" <"$1" >"$2"
 }
@@ -215,6 +250,11 @@ done
 render "$templates/routing/$ROUTING.conf.template" "$out/routing.conf"
 printf '%s\n' "${upstreams[@]}" >"$out/upstreams"
 echo "channels-kit nginx: ROUTING=$ROUTING: $summary"
+if ((${#trusted[@]})); then
+  echo "channels-kit nginx: forwarded headers believed from ${trusted[*]} (TRUSTED_PROXIES)"
+else
+  echo "channels-kit nginx: no trusted proxy: \$scheme and the peer's address go to the upstreams"
+fi
 
 echo "$upstream_mode" >"$out/upstream-mode"
 if [[ "$upstream_mode" == resolve ]]; then

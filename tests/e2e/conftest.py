@@ -45,6 +45,16 @@ PARTS = {
 }
 
 
+def dotenv(name: str, default: str = "") -> str:
+    """A setting as compose sees it: the environment, else the stack's env file."""
+    if os.environ.get(name):
+        return os.environ[name]
+    for line in ENV_FILE.read_text().splitlines():
+        if line.startswith(f"{name}="):
+            return line.split("=", 1)[1] or default
+    return default
+
+
 def parts(*names: str) -> list[pytest.MarkDecorator]:
     """A module's ``pytestmark``: the parts of scripts/test that run it (a typo fails at once)."""
     unknown = [name for name in names if name not in PARTS]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import socket
 import subprocess
@@ -26,7 +25,7 @@ from dataclasses import dataclass, field
 import pytest
 import websockets
 
-from conftest import BASE_URL, ENV_FILE, ORIGIN, Response, compose, http, parts, recv_json
+from conftest import BASE_URL, ORIGIN, Response, compose, dotenv, http, parts, recv_json
 
 pytestmark = parts("direct")
 
@@ -73,16 +72,6 @@ MODES = [
     Mode("path", page=UWSGI, login=UWSGI, routes=((None, "/ws/chat/plain/", DAPHNE),)),
 ]
 BY_NAME = {mode.name: mode for mode in MODES}
-
-
-def dotenv(name: str, default: str = "") -> str:
-    """A setting as compose sees it: the environment, else the stack's env file."""
-    if os.environ.get(name):
-        return os.environ[name]
-    for line in ENV_FILE.read_text().splitlines():
-        if line.startswith(f"{name}="):
-            return line.split("=", 1)[1] or default
-    return default
 
 
 def request(path: str, host: str | None = None, headers: dict | None = None) -> Response:

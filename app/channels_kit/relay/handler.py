@@ -38,6 +38,7 @@ from channels_kit.relay.protocol import (
     HTTP_CHANNELS,
     WEBSOCKET_CHANNELS,
     WEBSOCKET_DISCONNECT,
+    alive_every,
     event_id,
     expired,
     scope_from_wire,
@@ -177,8 +178,8 @@ class RelayHandler:
     def _start_beats(self, relay: dict, beats: list[asyncio.Task]) -> asyncio.TimerHandle | None:
         """When the envelope asks for them, beats about this event after half a beat (into
         ``beats``): a timer, not a task, for the usual handler that is done before the first."""
-        every = relay.get("alive_every")
-        if not every:
+        every = alive_every(relay)
+        if every is None:
             return None
         about = {"seq": relay.get("seq")}
         return asyncio.get_running_loop().call_later(

@@ -23,7 +23,7 @@ from typing import Any
 from channels_kit.layers.base import ChannelLayer
 from channels_kit.observe.consumer_errors import errors_logger
 from channels_kit.relay.outbox import LAST_WORDS_SECONDS, ReplyOutbox, send_beats
-from channels_kit.relay.protocol import HTTP_DISCONNECT, HTTP_TAKEN, scope_from_wire
+from channels_kit.relay.protocol import HTTP_DISCONNECT, HTTP_TAKEN, alive_every, scope_from_wire
 
 # The worker's half of relay mode logs under one name, as it did before it was split up.
 logger = logging.getLogger("channels_kit.relay.handler")
@@ -63,7 +63,7 @@ class HttpExchange:
 
     async def run(self) -> bool:
         """Run the request; True when the application answered below 500."""
-        every = self.relay.get("alive_every")
+        every = alive_every(self.relay)
         first_notice = every / 2 if every else self.taken_notice
         notice_timer = asyncio.get_running_loop().call_later(first_notice, self._notice_due, every)
         app = asyncio.ensure_future(self.application(self.scope, self.receive, self.send))

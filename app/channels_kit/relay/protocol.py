@@ -7,6 +7,7 @@ describes it for anyone writing another interface server.
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
@@ -144,6 +145,16 @@ def unbatch(message: dict) -> list[dict]:
     """A layer message of replies as the replies it carries, in order."""
     rest = message.pop(BATCH_KEY, None)
     return [message, *rest] if rest else [message]
+
+
+def alive_every(relay: Mapping[str, Any]) -> float | None:
+    """The envelope's ``alive_every``: seconds between a worker's beats, when it is a number
+    above 0; else None, no beats (a zero or negative one, from a misconfigured or foreign
+    interface, would make the worker beat without pause)."""
+    every = relay.get("alive_every")
+    if isinstance(every, int | float) and not isinstance(every, bool) and math.isfinite(every) and every > 0:
+        return float(every)
+    return None
 
 
 def stale(message: Mapping[str, Any], now: float | None = None) -> bool:

@@ -8,6 +8,7 @@ sockets (``websocket``) use them. Not Django settings: those of a deployed proje
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from channels_kit.observe.identity import server_identity, server_role
@@ -25,7 +26,7 @@ class RelaySettings:
     health_path: str = "/healthz"
     # Frames of one socket waiting for a worker before the socket is closed (4429).
     max_queued_events: int = 100
-    # Seconds between renewals of this interface's group memberships.
+    # Seconds between renewals of this interface's group memberships (0: none, for tests).
     group_refresh: float = 60.0
     # With no live worker serving a request's (or a socket's) channel, how long it waits
     # for one to appear before it is refused (503, 4503); None: it waits for the timeout.
@@ -39,6 +40,26 @@ class RelaySettings:
     alive_every: float = 1.0
     identity: str = field(default_factory=server_identity)
     role: str = field(default_factory=server_role)
+
+    def __post_init__(self) -> None:
+        """``ValueError`` for a value the relay cannot work with (a zero timeout answers every
+        request 504; a negative beat makes the workers beat without pause)."""
+        for name in ("timeout", "worker_check", "alive_every"):
+            _check(name, getattr(self, name), "a number of seconds above 0", minimum=0.0, above=True)
+        _check("group_refresh", self.group_refresh, "a number of seconds >= 0 (0: no renewals)", 0)
+        for name in ("max_body", "max_queued_events"):
+            _check(name, getattr(self, name), "at least 1", minimum=1)
+        if self.no_worker_wait is not None:
+            _check("no_worker_wait", self.no_worker_wait, "a number of seconds >= 0 (None: no such wait)", 0)
+        if self.resend_after is not None:
+            _check(
+                "resend_after", self.resend_after, "a number of seconds above 0 (None: never)", 0, above=True
+            )
+
+
+def _check(name: str, value: float, allowed: str, minimum: float, above: bool = False) -> None:
+    if not (math.isfinite(value) and (value > minimum if above else value >= minimum)):
+        raise ValueError(f"{name} must be {allowed}, not {value!r}")
 
 
 @dataclass

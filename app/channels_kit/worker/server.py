@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import signal
 import sys
@@ -114,10 +115,12 @@ class KitWorker(Worker):
         for channel, count in self.concurrency.items():
             if count < 1:
                 raise ValueError(f"concurrency of {channel} must be at least 1, not {count}")
-        if grace_period < 0:
+        if not (math.isfinite(grace_period) and grace_period >= 0):
             raise ValueError(f"grace_period must not be negative, not {grace_period}")
-        if layer_wait is not None and layer_wait < 0:
+        if layer_wait is not None and not (math.isfinite(layer_wait) and layer_wait >= 0):
             raise ValueError(f"layer_wait must not be negative (None: no wait), not {layer_wait}")
+        if not (math.isfinite(heartbeat_interval) and heartbeat_interval > 0):
+            raise ValueError(f"heartbeat_interval must be above 0, not {heartbeat_interval}")
         relayed = set(relay_channels) & set(self.channels)
         if relayed and relay_handler is None:
             raise ValueError(f"relay channels {sorted(relayed)} need a relay_handler")

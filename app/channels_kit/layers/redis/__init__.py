@@ -6,6 +6,7 @@
 - ``outages``: shards that stop answering or come back empty (``ShardHealth``,
   ``Memberships``), and what both of those and the readers use of the layer.
 - ``timeouts``: blocking reads kept below the client's socket timeout.
+- ``full``: a shard out of memory (``noeviction``): its refusals told apart and logged.
 - ``inspector``: queue figures and worker states, for ``channels_status`` and ``/metrics``.
 """
 

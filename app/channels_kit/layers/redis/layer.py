@@ -42,11 +42,13 @@ import redis.asyncio
 import redis.exceptions
 from channels.exceptions import ChannelFull
 from channels_redis.utils import create_pool
+from django.core.exceptions import ImproperlyConfigured
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from channels_kit.layers.hashring import HashRing
+from channels_kit.layers.redis.full import MemoryRefusals, out_of_memory
 from channels_kit.layers.redis.outages import (
     MAX_RETRY_SECONDS,
     OUTAGE_ERRORS,
@@ -78,34 +80,44 @@ def shard_name(host: Mapping[str, Any]) -> str:
     return f"{host.get('host', 'localhost')}:{host.get('port', 6379)}/{host.get('db', 0)}"
 
 
-# Trim expired messages, refuse when full, append, refresh the key's TTL: one round trip.
+# Refuse when full (unexpired messages counted), append, trim expired messages, refresh the
+# key's TTL: one round trip. The ZADD is the script's first write on purpose: a Redis at its
+# maxmemory (noeviction) refuses a script only at its first write that may grow memory, and
+# lets every write after any first write through (trimming first made a full Redis take it).
 SEND_SCRIPT = """
 local now = tonumber(ARGV[2])
 local expiry = tonumber(ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - expiry)
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then
-    return 0
+local accepted = 0
+if redis.call('ZCOUNT', KEYS[1], '(' .. (now - expiry), '+inf') < tonumber(ARGV[4]) then
+    redis.call('ZADD', KEYS[1], now, ARGV[1])
+    accepted = 1
 end
-redis.call('ZADD', KEYS[1], now, ARGV[1])
-redis.call('EXPIRE', KEYS[1], math.ceil(expiry))
-return 1
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - expiry)
+if accepted == 1 then
+    redis.call('EXPIRE', KEYS[1], math.ceil(expiry))
+end
+return accepted
 """
 
 
-# A group send on one shard: for each member channel under its capacity, trim its expired
-# messages, append the message, refresh the key's TTL. Returns how many channels were full.
+# A group send on one shard: for each member channel under its capacity, append the message
+# and refresh the key's TTL; then trim expired messages. Returns how many channels were full.
+# As in SEND_SCRIPT the first write is a ZADD: a shard at its maxmemory refuses all or nothing.
 GROUP_SEND_SCRIPT = """
 local now = tonumber(ARGV[#ARGV - 1])
 local expiry = tonumber(ARGV[#ARGV])
+local unexpired = '(' .. (now - expiry)
 local full = 0
 for i = 1, #KEYS do
-    redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - expiry)
-    if redis.call('ZCARD', KEYS[i]) < tonumber(ARGV[i + #KEYS]) then
+    if redis.call('ZCOUNT', KEYS[i], unexpired, '+inf') < tonumber(ARGV[i + #KEYS]) then
         redis.call('ZADD', KEYS[i], now, ARGV[i])
         redis.call('EXPIRE', KEYS[i], math.ceil(expiry))
     else
         full = full + 1
     end
+end
+for i = 1, #KEYS do
+    redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - expiry)
 end
 return full
 """
@@ -119,14 +131,32 @@ def redacted(name: str) -> str:
     return name
 
 
+def check_addresses(hosts: list[Mapping[str, Any]]) -> None:
+    """``ImproperlyConfigured`` for a host whose ``address`` redis-py cannot use (no scheme,
+    a bad port or option): a ``CHANNEL_LAYERS`` written by hand fails at start, as one
+    from ``REDIS_URLS`` does, not at its first use while health checks stay green."""
+    for host in hosts:
+        address = host.get("address")
+        if not isinstance(address, str):
+            continue
+        try:
+            redis.asyncio.connection.parse_url(address)
+        except ValueError as exc:
+            raise ImproperlyConfigured(
+                f"channel layer host {redacted(address)!r}: {exc} (e.g. redis://host:6379/0)"
+            ) from None
+
+
 class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
     """channels_redis's layer with consistent hashing, all-shard receives and idle-safe reads."""
 
     def __init__(self, hosts: Any = None, **kwargs: Any) -> None:
         super().__init__(hosts=hosts, **kwargs)
+        check_addresses(self.hosts)
         self.brpop_timeout = blocking_timeout_for(self.hosts, preferred=self.brpop_timeout)
         self.ring = HashRing([shard_name(host) for host in self.hosts])
         self.health = ShardHealth([redacted(shard_name(host)) for host in self.hosts])
+        self.refusals = MemoryRefusals(self.health.names)
         self.memberships = Memberships(self)
         self._readers: dict[tuple[asyncio.AbstractEventLoop, str], ShardReader] = {}
         self._bzmpop: bool | None = None  # whether the servers know BZMPOP (None: not tried yet)
@@ -211,9 +241,7 @@ class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
             if capacity <= 0:
                 continue
             try:
-                accepted = await self.connection(index).eval(
-                    SEND_SCRIPT, 1, key, data, time.time(), self.expiry, capacity
-                )
+                accepted = await self._eval_send(index, channel, key, data, capacity)
             except OUTAGE_ERRORS as error:
                 self.health.failed(index, error)
                 failure = error
@@ -225,6 +253,20 @@ class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
             raise failure  # no shard took it, and one could not be asked
         raise ChannelFull()
 
+    async def _eval_send(self, index: int, channel: str, key: str, data: bytes, capacity: int) -> bool:
+        """Whether shard ``index`` took the message: not if the channel holds its capacity
+        there, nor if the shard is at its ``maxmemory`` (refused, logged: as full)."""
+        try:
+            accepted = await self.connection(index).eval(
+                SEND_SCRIPT, 1, key, data, time.time(), self.expiry, capacity
+            )
+        except redis.exceptions.ResponseError as error:
+            if not out_of_memory(error):
+                raise
+            self.refusals.refused(index, "send", f"a send to {channel}")
+            return False
+        return bool(accepted)
+
     async def _send_specific(self, channel: str, key: str, data: bytes) -> None:
         """A ``!`` channel lives on one shard: while that shard is away, wait for it (up to
         ``SPECIFIC_SEND_WAIT_SECONDS``: a reply then arrives late, not never), then raise."""
@@ -233,9 +275,7 @@ class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
         retry = RETRY_SECONDS
         while True:
             try:
-                accepted = await self.connection(index).eval(
-                    SEND_SCRIPT, 1, key, data, time.time(), self.expiry, self.get_capacity(channel)
-                )
+                accepted = await self._eval_send(index, channel, key, data, self.get_capacity(channel))
             except OUTAGE_ERRORS as error:
                 self.health.failed(index, error)
                 if time.monotonic() + retry > deadline:
@@ -335,6 +375,12 @@ class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
             args = [messages[k] for k in keys] + [capacities[k] for k in keys] + [time.time(), self.expiry]
             try:
                 full = await self.connection(shard).eval(GROUP_SEND_SCRIPT, len(keys), *keys, *args)
+            except redis.exceptions.ResponseError as error:
+                if not out_of_memory(error):
+                    raise
+                self.health.answered(shard)
+                self._group_send_refused(shard, group, keys)
+                continue
             except OUTAGE_ERRORS as error:
                 self.health.failed(shard, error)
                 logger.warning(
@@ -344,6 +390,15 @@ class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
             self.health.answered(shard)
             if full:
                 logger.info("group_send to %s: %d of %d channel(s) full", group, full, len(names))
+
+    def _group_send_refused(self, shard: int, group: str, keys: list[str]) -> None:
+        """Shard ``shard``, at its ``maxmemory``, refused a group send to the member channels
+        with these keys: they miss the message, as full ones would (logged)."""
+        channels = [key[len(self.prefix) :] for key in keys]  # a '!' channel: its process's inbox
+        shown = ", ".join(channels[:3]) + (f" and {len(channels) - 3} more" if len(channels) > 3 else "")
+        self.refusals.refused(
+            shard, "group_send", f"group_send to {group}: {len(keys)} member channel(s) missed it ({shown})"
+        )
 
     async def close_pools(self) -> None:
         self.memberships.stop()

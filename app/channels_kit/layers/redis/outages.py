@@ -115,18 +115,39 @@ class Memberships:
         self.added.pop((group, channel), None)
 
     def watch(self) -> None:
-        """Check the shards from this event loop on (a server's: it receives here)."""
-        if self._task is None or self._task.done():
+        """Check the shards from this event loop on (a server's: it receives here). A watcher
+        left by an event loop that is closed now is replaced."""
+        task = self._task
+        if task is None or task.done() or task.get_loop().is_closed():
             self._task = asyncio.ensure_future(self._run())
 
     def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        """Stop the watcher of this event loop (one of another, live loop ends with that loop)."""
+        task = self._task
+        if task is None:
+            return
+        loop = task.get_loop()
+        if loop.is_closed() or task.done():
             self._task = None
+        elif loop is asyncio.get_running_loop():
+            self._task = None
+            task.cancel()
+
+    def _serves(self, task: asyncio.Task) -> bool:
+        """Whether ``task`` should go on checking: memberships to keep, not stopped or replaced,
+        and no cancellation requested. A cancellation can get lost on its way (Python 3.11's
+        ``asyncio.wait_for``, inside redis-py's writes, returns the result of a write that
+        finished as it was cancelled): the loop must end anyway, or ``asyncio.run()``, which
+        cancels what is left when ``async_to_sync`` returns, waits for it forever."""
+        return bool(self.added) and self._task is task and not task.cancelling()
 
     async def _run(self) -> None:
-        while self.added:
+        task = asyncio.current_task()
+        assert task is not None
+        while self._serves(task):
             for index in range(self.layer.ring_size):
+                if not self._serves(task):
+                    return
                 await self.check(index)
             await asyncio.sleep(CHECK_SECONDS)
 
@@ -152,6 +173,8 @@ class Memberships:
                     pipe.zadd(self.layer._group_key(group), {channel: added})
                     pipe.expire(self.layer._group_key(group), self.layer.group_expiry)
                 await pipe.execute()
+        except redis.exceptions.OutOfMemoryError:
+            return 0  # the shard is at its maxmemory (noeviction): it has its data, try next round
         except OUTAGE_ERRORS as error:
             self.layer.health.failed(index, error)
             return 0

@@ -61,8 +61,11 @@ class ShardReader:
     async def _poll(self, index: int) -> None:
         connection = self.layer.connection(index)
         retry = RETRY_SECONDS
+        task = asyncio.current_task()
         try:
-            while self.wanted():
+            # A cancellation that got lost in redis-py (Python 3.11's wait_for) still ends the
+            # poller: what the read fetched is delivered, and no other read starts.
+            while self.wanted() and not (task is not None and task.cancelling()):
                 try:
                     batch = await self.layer.pop_batch(connection, self.key, self.batch_size())
                 except OUTAGE_ERRORS as error:

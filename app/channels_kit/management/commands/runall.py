@@ -30,6 +30,7 @@ from django.core.management import BaseCommand, CommandError
 
 from channels_kit.conf import env_float, env_int, env_str, install_hint
 from channels_kit.observe.consumer_errors import send_consumer_errors_to_stderr
+from channels_kit.variables import Allowed, allowed_for
 from channels_kit.worker.selection import routed_channels
 from channels_kit.worker.server import DEFAULT_LAYER_WAIT_SECONDS, KitWorker, LayerUnreachable
 
@@ -75,6 +76,9 @@ class Command(BaseCommand):
         try:
             bind = options["bind"] or env_str("SERVER_BIND", "0.0.0.0")
             port = options["port"] if options["port"] is not None else env_int("PORT", 8000)
+            ports = allowed_for("PORT") or Allowed()
+            if not ports.admits(port):
+                raise ImproperlyConfigured(f"--port must be {ports.describe(whole=True)}, not {port}")
             grace_period = env_float("WORKER_GRACE_PERIOD_SECONDS", 25.0)
             layer_wait = env_float("WORKER_LAYER_WAIT_SECONDS", DEFAULT_LAYER_WAIT_SECONDS)
             settings = {

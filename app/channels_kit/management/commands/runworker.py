@@ -26,6 +26,7 @@ from channels_kit.conf import asgi_mode, env_float, env_int, env_list, env_str, 
 from channels_kit.observe.consumer_errors import send_consumer_errors_to_stderr
 from channels_kit.relay.handler import RelayHandler
 from channels_kit.relay.protocol import HTTP_CHANNELS, WEBSOCKET_CHANNELS
+from channels_kit.variables import allowed_for
 from channels_kit.worker.selection import NoChannelsError, routed_channels, routed_protocols, select_channels
 from channels_kit.worker.server import DEFAULT_LAYER_WAIT_SECONDS, KitWorker, LayerUnreachable
 
@@ -63,9 +64,16 @@ def relay_channels(application: Any) -> list[str]:
     ]
 
 
-def option_or_env(value, env_name: str, default, read=env_int):
-    """A command-line value, else the environment's, else ``default``."""
-    return read(env_name, default) if value is None else value
+def option_or_env(value, env_name: str, default, read=env_int, flag: str = ""):
+    """A command-line value, else the environment's, else ``default``; either within the range
+    ``VARIABLES`` gives ``env_name`` (``ImproperlyConfigured`` naming ``flag`` or the variable)."""
+    if value is None:
+        return read(env_name, default)
+    allowed = allowed_for(env_name)
+    if allowed is not None and not allowed.admits(value):
+        described = allowed.describe(whole=read is env_int)
+        raise ImproperlyConfigured(f"{flag or env_name} must be {described}, not {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -90,42 +98,34 @@ def read_options(options: dict) -> WorkerOptions:
     try:
         only = split_globs(options["only_channels"], "WORKER_ONLY_CHANNELS")
         exclude = split_globs(options["exclude_channels"], "WORKER_EXCLUDE_CHANNELS")
-        concurrency = option_or_env(options["concurrency"], "WORKER_CONCURRENCY", DEFAULT_CONCURRENCY)
+        concurrency = option_or_env(
+            options["concurrency"], "WORKER_CONCURRENCY", DEFAULT_CONCURRENCY, flag="--concurrency"
+        )
         http_concurrency = option_or_env(
-            options["http_concurrency"], "WORKER_HTTP_CONCURRENCY", DEFAULT_HTTP_CONCURRENCY
+            options["http_concurrency"],
+            "WORKER_HTTP_CONCURRENCY",
+            DEFAULT_HTTP_CONCURRENCY,
+            flag="--http-concurrency",
         )
         websocket_concurrency = option_or_env(
             options["websocket_concurrency"],
             "WORKER_WEBSOCKET_CONCURRENCY",
             DEFAULT_WEBSOCKET_CONCURRENCY,
+            flag="--websocket-concurrency",
         )
         grace_period = option_or_env(
             options["grace_period"],
             "WORKER_GRACE_PERIOD_SECONDS",
             DEFAULT_GRACE_PERIOD_SECONDS,
             env_float,
+            flag="--grace-period",
         )
-        metrics_port = option_or_env(options["metrics_port"], "WORKER_METRICS_PORT", 0)
+        metrics_port = option_or_env(options["metrics_port"], "WORKER_METRICS_PORT", 0, flag="--metrics-port")
         relay = options["relay"] or asgi_mode() == "relay"
         heartbeat_interval = env_float("WORKER_HEARTBEAT_INTERVAL", 5.0)
         layer_wait = env_float("WORKER_LAYER_WAIT_SECONDS", DEFAULT_LAYER_WAIT_SECONDS)
     except ImproperlyConfigured as exc:
         raise CommandError(str(exc)) from None
-    for flag, value in (
-        ("--concurrency", concurrency),
-        ("--http-concurrency", http_concurrency),
-        ("--websocket-concurrency", websocket_concurrency),
-    ):
-        if value < 1:
-            raise CommandError(f"{flag} must be at least 1, not {value}")
-    if grace_period < 0:
-        raise CommandError(f"--grace-period must not be negative, not {grace_period:g}")
-    if layer_wait < 0:
-        raise CommandError(f"WORKER_LAYER_WAIT_SECONDS must not be negative, not {layer_wait:g}")
-    if heartbeat_interval <= 0:
-        raise CommandError(f"WORKER_HEARTBEAT_INTERVAL must be above 0, not {heartbeat_interval:g}")
-    if not 0 <= metrics_port <= 65535:
-        raise CommandError(f"--metrics-port must be 0 (off) or a port number, not {metrics_port}")
     return WorkerOptions(
         only=only,
         exclude=exclude,
