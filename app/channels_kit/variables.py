@@ -333,7 +333,7 @@ VARIABLES: tuple[Variable, ...] = (
         60.0,
         RELAY,
         "seconds between group membership refreshes",
-        allowed=SECONDS,
+        allowed=Allowed(0, unit="seconds", note="0: no renewals"),
     ),
     Variable(
         "RELAY_NO_WORKER_WAIT_SECONDS",

@@ -163,3 +163,26 @@ def test_a_group_send_skips_the_members_on_a_full_shard_and_warns(full_redis, ca
     assert len(warnings) == 1
     assert "1 member channel(s) missed it" in warnings[0]
     assert layer.non_local_name(member) in warnings[0]
+
+
+def test_expired_messages_make_room_on_a_full_redis(full_redis):
+    """A full shard whose channel holds only expired messages takes a send: the refused
+    script's trim never ran, so the layer trims (deletions pass on a full Redis) and tries
+    once more. The channel's key stays alive meanwhile (sent with a longer expiry)."""
+    prefix = f"full-{uuid.uuid4().hex[:8]}"
+    filler = RedisChannelLayer(hosts=[{"address": full_redis}], prefix=prefix, capacity=10_000, expiry=60)
+    sender = RedisChannelLayer(hosts=[{"address": full_redis}], prefix=prefix, capacity=10_000, expiry=1)
+
+    async def scenario():
+        try:
+            sent = await fill(filler, "jobs")
+            await asyncio.sleep(1.5)  # every message is older than the sender's expiry now
+            await sender.send("jobs", {"type": "job", "n": sent, "body": BODY})
+            return sent, await drain_layer(sender, "jobs")
+        finally:
+            await filler.close_pools()
+            await sender.close_pools()
+
+    sent, left = run(scenario())
+    assert sent >= 5
+    assert left == [sent], "the expired messages were trimmed, the new one taken"

@@ -58,6 +58,10 @@ def convert(config: dict, stack: str, only: list[str] | None = None) -> dict:
     for name, service in config["services"].items():
         if only and name not in only:
             continue
+        if service.get("env_file"):
+            # Compose folds env_file into environment (interpolated) in config's output; one
+            # that did not would leave secrets to a file the stack reads uninterpolated.
+            raise SystemExit(f"service {name}: `docker compose config` kept env_file (the kit pins 2.40.3)")
         service = {
             key: value for key, value in service.items() if key not in IGNORED_KEYS and value is not None
         }

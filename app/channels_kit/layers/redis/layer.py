@@ -84,11 +84,13 @@ def shard_name(host: Mapping[str, Any]) -> str:
 # key's TTL: one round trip. The ZADD is the script's first write on purpose: a Redis at its
 # maxmemory (noeviction) refuses a script only at its first write that may grow memory, and
 # lets every write after any first write through (trimming first made a full Redis take it).
+# A refused send trims the key's expired messages (deletions pass) and is tried once more.
+# The bound of the count is formatted in full: Lua's default 14 digits are ~100 µs off.
 SEND_SCRIPT = """
 local now = tonumber(ARGV[2])
 local expiry = tonumber(ARGV[3])
 local accepted = 0
-if redis.call('ZCOUNT', KEYS[1], '(' .. (now - expiry), '+inf') < tonumber(ARGV[4]) then
+if redis.call('ZCOUNT', KEYS[1], string.format('(%.17g', now - expiry), '+inf') < tonumber(ARGV[4]) then
     redis.call('ZADD', KEYS[1], now, ARGV[1])
     accepted = 1
 end
@@ -106,7 +108,7 @@ return accepted
 GROUP_SEND_SCRIPT = """
 local now = tonumber(ARGV[#ARGV - 1])
 local expiry = tonumber(ARGV[#ARGV])
-local unexpired = '(' .. (now - expiry)
+local unexpired = string.format('(%.17g', now - expiry)
 local full = 0
 for i = 1, #KEYS do
     if redis.call('ZCOUNT', KEYS[i], unexpired, '+inf') < tonumber(ARGV[i + #KEYS]) then
@@ -256,16 +258,35 @@ class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
     async def _eval_send(self, index: int, channel: str, key: str, data: bytes, capacity: int) -> bool:
         """Whether shard ``index`` took the message: not if the channel holds its capacity
         there, nor if the shard is at its ``maxmemory`` (refused, logged: as full)."""
-        try:
-            accepted = await self.connection(index).eval(
-                SEND_SCRIPT, 1, key, data, time.time(), self.expiry, capacity
-            )
-        except redis.exceptions.ResponseError as error:
-            if not out_of_memory(error):
-                raise
+        args = [data, time.time(), self.expiry, capacity]
+        accepted = await self._eval_writing(index, SEND_SCRIPT, [key], args)
+        if accepted is None:
             self.refusals.refused(index, "send", f"a send to {channel}")
             return False
         return bool(accepted)
+
+    async def _eval_writing(self, index: int, script: str, keys: list[str], args: list[Any]) -> Any:
+        """``script``'s result on shard ``index``, or None when the shard, at its ``maxmemory``,
+        refuses it even after the expired messages of ``keys`` were trimmed (a full Redis
+        still deletes; the scripts' own trim comes after their first write, which it refuses)."""
+        connection = self.connection(index)
+        for attempt in range(2):
+            try:
+                return await connection.eval(script, len(keys), *keys, *args)
+            except redis.exceptions.ResponseError as error:
+                if not out_of_memory(error):
+                    raise
+            if attempt or not await self._trim_expired(connection, keys):
+                return None
+        return None
+
+    async def _trim_expired(self, connection: Redis, keys: list[str]) -> int:
+        """Remove the expired messages of ``keys``; how many went."""
+        cutoff = time.time() - self.expiry
+        async with connection.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.zremrangebyscore(key, "-inf", cutoff)
+            return sum(await pipe.execute())
 
     async def _send_specific(self, channel: str, key: str, data: bytes) -> None:
         """A ``!`` channel lives on one shard: while that shard is away, wait for it (up to
@@ -327,18 +348,26 @@ class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
         For a graceful worker shutdown: once its ``receive()`` calls are cancelled,
         nothing this process took from Redis is lost. Returns how many went back.
         """
-        requeued = 0
+        requeued = refused = 0
         for reader in self._readers_of_this_loop():
             await reader.stop()
             if not isinstance(reader, GeneralChannelReader):
                 continue  # a '!' channel's messages belong to this (departing) process
             for member, score, index in reader.take_unreceived():
                 connection = self.connection(index)
-                await connection.zadd(reader.key, {member: score})
+                try:
+                    await connection.zadd(reader.key, {member: score})
+                except redis.exceptions.OutOfMemoryError:
+                    refused += 1  # the shard is at its maxmemory: the others still go back
+                    continue
                 await connection.expire(reader.key, math.ceil(self.expiry))
                 requeued += 1
         if requeued:
             logger.info("requeued %d fetched but undelivered message(s)", requeued)
+        if refused:
+            logger.error(
+                "%d fetched message(s) lost: their shard, at its maxmemory, refused them back", refused
+            )
         return requeued
 
     # --- groups --------------------------------------------------------------------
@@ -374,13 +403,7 @@ class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
         for shard, keys in by_shard.items():
             args = [messages[k] for k in keys] + [capacities[k] for k in keys] + [time.time(), self.expiry]
             try:
-                full = await self.connection(shard).eval(GROUP_SEND_SCRIPT, len(keys), *keys, *args)
-            except redis.exceptions.ResponseError as error:
-                if not out_of_memory(error):
-                    raise
-                self.health.answered(shard)
-                self._group_send_refused(shard, group, keys)
-                continue
+                full = await self._eval_writing(shard, GROUP_SEND_SCRIPT, keys, args)
             except OUTAGE_ERRORS as error:
                 self.health.failed(shard, error)
                 logger.warning(
@@ -388,7 +411,9 @@ class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
                 )
                 continue
             self.health.answered(shard)
-            if full:
+            if full is None:
+                self._group_send_refused(shard, group, keys)
+            elif full:
                 logger.info("group_send to %s: %d of %d channel(s) full", group, full, len(names))
 
     def _group_send_refused(self, shard: int, group: str, keys: list[str]) -> None:

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -158,11 +159,13 @@ class Memberships:
         for key in [key for key, added in self.added.items() if added < expired]:
             del self.added[key]
         connection = self.layer.connection(index)
+        writing_back = False
         try:
             before = await connection.set(self.marker, self.token, ex=MARKER_TTL_SECONDS, get=True)
             if before is not None or not self.marked[index]:
                 self.marked[index] = True
                 return 0
+            writing_back = True
             mine = [
                 (group, channel, added)
                 for (group, channel), added in self.added.items()
@@ -174,7 +177,12 @@ class Memberships:
                     pipe.expire(self.layer._group_key(group), self.layer.group_expiry)
                 await pipe.execute()
         except redis.exceptions.OutOfMemoryError:
-            return 0  # the shard is at its maxmemory (noeviction): it has its data, try next round
+            # The shard is at its maxmemory (noeviction). Refused while writing back: take the
+            # new mark away again, so that the next round sees the data lost and tries again.
+            if writing_back:
+                with contextlib.suppress(redis.exceptions.RedisError, *OUTAGE_ERRORS):
+                    await connection.delete(self.marker)
+            return 0
         except OUTAGE_ERRORS as error:
             self.layer.health.failed(index, error)
             return 0
