@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -53,6 +54,17 @@ def dotenv(name: str, default: str = "") -> str:
         if line.startswith(f"{name}="):
             return line.split("=", 1)[1] or default
     return default
+
+
+def demo_login_form(page: bytes) -> dict[str, str]:
+    """The demo's login form as a browser posts it: the demo user, the CSRF token of ``page``."""
+    token = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1).decode()
+    return {
+        "username": dotenv("DEMO_USER", "demo"),
+        "password": dotenv("DEMO_PASSWORD"),
+        "csrfmiddlewaretoken": token,
+        "next": "/",
+    }
 
 
 def parts(*names: str) -> list[pytest.MarkDecorator]:

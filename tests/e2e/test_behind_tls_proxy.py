@@ -13,7 +13,6 @@ stack's configuration has it.
 from __future__ import annotations
 
 import json
-import re
 import ssl
 import subprocess
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import compose, dotenv, http, parts
+from conftest import compose, demo_login_form, dotenv, http, parts
 
 pytestmark = parts("direct")
 
@@ -169,13 +168,7 @@ def log_in(proxy: TlsProxy) -> tuple[int, dict[str, str], bytes]:
     status, headers, body = proxy.open("/accounts/login/")
     assert status == 200, body[:300]
     csrf = cookies(headers)["csrftoken"]
-    token = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', body).group(1).decode()
-    form = {
-        "username": dotenv("DEMO_USER", "demo"),
-        "password": dotenv("DEMO_PASSWORD"),
-        "csrfmiddlewaretoken": token,
-        "next": "/",
-    }
+    form = demo_login_form(body)
     status, headers, body = proxy.open(
         "/accounts/login/",
         urllib.parse.urlencode(form).encode(),

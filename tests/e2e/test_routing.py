@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import socket
 import subprocess
 import time
@@ -25,7 +24,7 @@ from dataclasses import dataclass, field
 import pytest
 import websockets
 
-from conftest import BASE_URL, ORIGIN, Response, compose, dotenv, http, parts, recv_json
+from conftest import BASE_URL, ORIGIN, Response, compose, demo_login_form, dotenv, http, parts, recv_json
 
 pytestmark = parts("direct")
 
@@ -199,13 +198,7 @@ def log_in() -> tuple[str, dict[str, str], str]:
     status, headers, body = _open("/accounts/login/")
     assert status == 200, body[:300]
     csrf_cookie = _cookies(headers)["csrftoken"].split(";")[0]
-    token = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', body).group(1).decode()
-    form = {
-        "username": dotenv("DEMO_USER", "demo"),
-        "password": dotenv("DEMO_PASSWORD"),
-        "csrfmiddlewaretoken": token,
-        "next": "/",
-    }
+    form = demo_login_form(body)
     status, headers, body = _open("/accounts/login/", urllib.parse.urlencode(form).encode(), csrf_cookie)
     assert status == 302, f"login failed ({status}): {body[:300]!r}"
     set_cookies = _cookies(headers)
