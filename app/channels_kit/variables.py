@@ -213,6 +213,20 @@ VARIABLES: tuple[Variable, ...] = (
         allowed=AT_LEAST_ONE,
     ),
     Variable(
+        "WORKER_RELEASE_SECONDS",
+        1.0,
+        WORKER,
+        "relay mode: a request or event running this long (a long-poll) frees its slot",
+        allowed=SECONDS,
+    ),
+    Variable(
+        "WORKER_HELD_MAX",
+        200,
+        WORKER,
+        "relay mode: requests and events that freed their slots, at most, per process",
+        allowed=Allowed(0, noun="a whole number", note="0: none, each holds its slot"),
+    ),
+    Variable(
         "WORKER_GRACE_PERIOD_SECONDS",
         25.0,
         f"{WORKER}, {RUNALL}",

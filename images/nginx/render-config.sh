@@ -21,6 +21,14 @@
 #                   e.g. Debian's 1.22 stand-in). auto: resolve when `nginx -v` is >= 1.27.3.
 #   UPSTREAM_REFRESH_SECONDS how stale a replica list may get (default 5): the resolver's
 #                   valid= in resolve mode, the watcher's interval in watch mode
+#   NGINX_LIMIT_CONN requests and sockets each client address may have open at once through
+#                   the proxied locations (WebSockets and long-polls count for as long as they
+#                   last; default 256; 0: no limit)
+#   NGINX_LIMIT_REQ_RATE requests per second each client address may make, sustained (a
+#                   WebSocket handshake is one; default 100; 0: no limit)
+#   NGINX_LIMIT_REQ_BURST requests above that rate taken at once before the excess is
+#                   refused (default 200). Over either limit: 429 with Retry-After. The client
+#                   address is the real one behind TRUSTED_PROXIES.
 #   TRUSTED_PROXIES the proxies in front whose X-Forwarded-Proto and X-Forwarded-For are
 #                   believed: comma-separated IPv4/IPv6 addresses or CIDR ranges, e.g. a TLS
 #                   ingress controller's pod range 10.244.0.0/16 (default empty: nobody, nginx
@@ -52,6 +60,12 @@ export WS_READ_TIMEOUT="${WS_READ_TIMEOUT:-3600s}"
 export HTTP_READ_TIMEOUT="${HTTP_READ_TIMEOUT:-130s}"
 export STATIC_URL_PATH="${STATIC_URL_PATH-/static/}"
 TRUSTED_PROXIES="${TRUSTED_PROXIES:-}"
+NGINX_LIMIT_CONN="${NGINX_LIMIT_CONN:-256}"
+NGINX_LIMIT_REQ_RATE="${NGINX_LIMIT_REQ_RATE:-100}"
+NGINX_LIMIT_REQ_BURST="${NGINX_LIMIT_REQ_BURST:-200}"
+for name in NGINX_LIMIT_CONN NGINX_LIMIT_REQ_RATE NGINX_LIMIT_REQ_BURST; do
+  [[ "${!name}" =~ ^(0|[1-9][0-9]{0,8})$ ]] || die "$name must be a whole number >= 0 (0: no limit), not '${!name}'"
+done
 UPSTREAM_RESOLVE="${UPSTREAM_RESOLVE:-auto}"
 UPSTREAM_REFRESH_SECONDS="${UPSTREAM_REFRESH_SECONDS:-5}"
 [[ "$UPSTREAM_RESOLVE" =~ ^(auto|on|off)$ ]] || die "UPSTREAM_RESOLVE must be auto, on or off, not '$UPSTREAM_RESOLVE'"
@@ -139,6 +153,21 @@ for item in "${items[@]}"; do
 done
 export KIT_REAL_IP_FROM KIT_TRUSTED_PROXY_RANGES
 
+# Per-client limits (keyed on \$binary_remote_addr: the real client behind a trusted proxy):
+# the zones in nginx.conf, the limits in each proxied location (the snippets).
+KIT_LIMIT_ZONES="" KIT_LIMITS="" limits_summary=()
+if ((NGINX_LIMIT_CONN > 0)); then
+  KIT_LIMIT_ZONES+="    limit_conn_zone \$binary_remote_addr zone=kit_conn_per_client:10m;"$'\n'
+  KIT_LIMITS+="limit_conn kit_conn_per_client $NGINX_LIMIT_CONN;"$'\n'
+  limits_summary+=("$NGINX_LIMIT_CONN open at once")
+fi
+if ((NGINX_LIMIT_REQ_RATE > 0)); then
+  KIT_LIMIT_ZONES+="    limit_req_zone \$binary_remote_addr zone=kit_req_per_client:10m rate=${NGINX_LIMIT_REQ_RATE}r/s;"$'\n'
+  KIT_LIMITS+="limit_req zone=kit_req_per_client burst=$NGINX_LIMIT_REQ_BURST nodelay;"$'\n'
+  limits_summary+=("$NGINX_LIMIT_REQ_RATE requests/s (burst $NGINX_LIMIT_REQ_BURST)")
+fi
+export KIT_LIMIT_ZONES KIT_LIMITS
+
 static_paths=() asgi_paths=() longpoll_paths=() wsgi_paths=()
 read_prefixes static_paths STATIC_URL_PATH
 ((${#static_paths[@]} <= 1)) || die "STATIC_URL_PATH: one path prefix such as /static/, not '$STATIC_URL_PATH'"
@@ -221,7 +250,7 @@ export KIT_STATIC_LOCATION KIT_STREAM_LOCATIONS KIT_ASGI_PATH_LOCATIONS KIT_LONG
 vars='${NGINX_WORKER_PROCESSES} ${NGINX_WORKER_CONNECTIONS} ${NGINX_RELOAD_DRAIN} ${MAX_REQUEST_BYTES}
       ${WS_READ_TIMEOUT} ${HTTP_READ_TIMEOUT} ${ROUTING} ${ASGI_DOMAIN} ${KIT_STREAM_LOCATIONS}
       ${KIT_ASGI_PATH_LOCATIONS} ${KIT_LONGPOLL_LOCATIONS} ${KIT_WSGI_PATH_LOCATIONS} ${KIT_WSGI_DOMAIN_SERVER} ${KIT_STATIC_LOCATION}
-      $KIT_REAL_IP_FROM $KIT_TRUSTED_PROXY_RANGES'
+      $KIT_REAL_IP_FROM $KIT_TRUSTED_PROXY_RANGES $KIT_LIMIT_ZONES $KIT_LIMITS'
 render() {
   envsubst "$vars" <"$1" >"$2"
 }
@@ -254,6 +283,12 @@ if ((${#trusted[@]})); then
   echo "channels-kit nginx: forwarded headers believed from ${trusted[*]} (TRUSTED_PROXIES)"
 else
   echo "channels-kit nginx: no trusted proxy: \$scheme and the peer's address go to the upstreams"
+fi
+
+if ((${#limits_summary[@]})); then
+  echo "channels-kit nginx: per client address: $(IFS=,; echo "${limits_summary[*]}" | sed 's/,/, /g'); beyond: 429"
+else
+  echo "channels-kit nginx: no per-client limit (NGINX_LIMIT_CONN=0, NGINX_LIMIT_REQ_RATE=0)"
 fi
 
 echo "$upstream_mode" >"$out/upstream-mode"

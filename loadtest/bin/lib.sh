@@ -189,6 +189,8 @@ bench_project() {
   export COMPOSE_PROJECT_NAME=channels-kit-$1 HTTP_PORT=$2
   export CHANNEL_BACKEND=redis REDIS_URLS=redis://redis-1:6379/0,redis://redis-2:6379/0 COMPOSE_PROFILES=redis
   export ROUTING=asgi
+  # Every client of a benchmark comes from one address: nginx's per-client limits off.
+  export NGINX_LIMIT_CONN=0 NGINX_LIMIT_REQ_RATE=0
   BENCH_LABEL=$3 BENCH_STARTED=$(date +%s) REFERENCE_PID=""
   trap bench_cleanup EXIT
 }

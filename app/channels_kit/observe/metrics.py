@@ -38,6 +38,8 @@ class MeasuredWorker(Protocol):
 
     def busy_count(self, channel: str | None = None) -> int: ...
 
+    def held_count(self, channel: str | None = None) -> int: ...
+
 
 class WorkerCollector:
     """A custom collector: every figure is read at scrape time, nothing is kept in between."""
@@ -108,6 +110,11 @@ class WorkerCollector:
         busy = GaugeMetricFamily(
             "channels_worker_busy", "Messages this worker process is running, per channel", labels=["channel"]
         )
+        held = GaugeMetricFamily(
+            "channels_worker_held",
+            "Relay messages this worker process released from their slots and still runs (long-polls)",
+            labels=["channel"],
+        )
         messages = CounterMetricFamily(
             "channels_worker_messages",
             "Messages this worker process finished, per channel and outcome (handled, failed)",
@@ -121,10 +128,12 @@ class WorkerCollector:
         for channel in self.worker.channels:
             stats = self.worker.stats[channel]
             busy.add_metric([channel], self.worker.busy_count(channel))
+            held.add_metric([channel], self.worker.held_count(channel))
             messages.add_metric([channel, "handled"], stats.handled)
             messages.add_metric([channel, "failed"], stats.failed)
             received.add_metric([channel], stats.received)
         yield busy
+        yield held
         yield messages
         yield received
 

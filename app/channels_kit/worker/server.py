@@ -41,7 +41,7 @@ from channels_kit.conf import layer_servers
 from channels_kit.event_loop import loop_kind, new_event_loop
 from channels_kit.layers.base import ChannelLayer, DrainableLayer, backend_name, inspector_for
 from channels_kit.observe.worker_state import ChannelStats, WorkerStatePublisher
-from channels_kit.worker.slots import ConsumerSlot, Handler, RelaySlot, Send, Slot
+from channels_kit.worker.slots import ConsumerSlot, Handler, HeldMessages, RelaySlot, Send, Slot
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,9 @@ class KitWorker(Worker):
     channel); a slot takes the next message only when its instance is idle, so at
     most that many messages per channel are out of the layer in this process.
     Channels in ``relay_channels`` (relay mode's ``http.request`` and ``websocket.*``)
-    get ``RelaySlot``s that run each message through ``relay_handler``.
+    get ``RelaySlot``s that run each message through ``relay_handler``; with ``held``
+    (``HeldMessages``), a relay message still running after its release time (a long-poll)
+    frees its slot for the next one, so a few held requests cannot starve the rest.
     A worker opens no port, so its healthcheck reads the heartbeat file's age: a
     fresh file proves the loop is turning and the layer answers (``python -m
     channels_kit.observe.probe heartbeat``).
@@ -108,6 +110,7 @@ class KitWorker(Worker):
         heartbeat_interval: float = 5.0,
         publish_state: bool = True,
         layer_wait: float | None = DEFAULT_LAYER_WAIT_SECONDS,
+        held: HeldMessages | None = None,
     ) -> None:
         super().__init__(application=application, channels=list(channels), channel_layer=channel_layer)
         overrides = channel_concurrency or {}
@@ -125,6 +128,8 @@ class KitWorker(Worker):
         if relayed and relay_handler is None:
             raise ValueError(f"relay channels {sorted(relayed)} need a relay_handler")
         self.grace_period = grace_period
+        # Relay messages released from their slots (long-polls, slow events); None: none are.
+        self.held = held
         self.heartbeat_path = heartbeat_path
         self.heartbeat_interval = heartbeat_interval
         self.layer_wait = layer_wait
@@ -138,7 +143,7 @@ class KitWorker(Worker):
             shared = {"channel": channel, "channel_layer": channel_layer, "stats": self.stats[channel]}
             for index in range(self.concurrency[channel]):
                 if channel in relayed:
-                    slot = RelaySlot(index=index, handler=relay_handler, **shared)
+                    slot = RelaySlot(index=index, handler=relay_handler, held=held, **shared)
                 else:
                     slot = ConsumerSlot(
                         index=index, application=application, send=self._send_for(channel), **shared
@@ -161,7 +166,11 @@ class KitWorker(Worker):
 
     def busy_count(self, channel: str | None = None) -> int:
         """Messages taken from the layer and not finished yet (for one channel, or all)."""
-        return sum(1 for slot in self.slots if slot.busy and channel in (None, slot.channel))
+        return sum(slot.running() for slot in self.slots if channel in (None, slot.channel))
+
+    def held_count(self, channel: str | None = None) -> int:
+        """Of those, relay messages released from their slots (long-polls, slow events)."""
+        return sum(slot.held_count() for slot in self.slots if channel in (None, slot.channel))
 
     @property
     def messages_received(self) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -62,7 +63,15 @@ class Slot:
     @property
     def busy(self) -> bool:
         """True while a message taken from the layer is not finished."""
-        return self.in_flight is not None
+        return self.running() > 0
+
+    def running(self) -> int:
+        """Messages this slot took from the layer and did not finish (held ones included)."""
+        return 0 if self.in_flight is None else 1
+
+    def held_count(self) -> int:
+        """Of those, the ones released from the slot that still run (``RelaySlot``)."""
+        return 0
 
     async def _take(self) -> dict | None:
         """The channel's next message, or None once ``stop_taking()`` cancelled the wait."""
@@ -241,47 +250,167 @@ class ConsumerSlot(Slot):
         self.in_flight = None
 
 
+class HeldMessages:
+    """Relay messages that outlived ``release_after`` seconds and gave their slot back.
+
+    A long-poll waiting for its room's next message, or a WebSocket event waiting on a slow
+    service, would otherwise hold one of a worker's few slots for its whole wait: eight
+    held long-polls starved every page. Past ``release_after`` seconds a running message
+    leaves its slot (which takes the next message) and goes on as a *held* message, while
+    fewer than ``limit`` are held in this process; beyond that it keeps its slot, as before.
+    A held message keeps the thread its sync code ran on; its slot starts a new one.
+    """
+
+    def __init__(self, limit: int, release_after: float) -> None:
+        if limit < 0:
+            raise ValueError(f"the held messages' limit must not be negative (0: none), not {limit}")
+        if not (math.isfinite(release_after) and release_after > 0):
+            raise ValueError(f"release_after must be a number of seconds above 0, not {release_after}")
+        self.limit = limit
+        self.release_after = release_after
+        self.count = 0
+        self.released = 0  # messages that left their slot, since start
+
+    def take_place(self) -> bool:
+        """A place for one more held message; False when ``limit`` are held already."""
+        if self.count >= self.limit:
+            return False
+        self.count += 1
+        self.released += 1
+        return True
+
+    def give_back(self) -> None:
+        self.count -= 1
+
+
 class RelaySlot(Slot):
     """Takes one message at a time from a relay work channel and runs it through a handler.
 
     Unlike a ``ConsumerSlot``, every message is a fresh application call (an HTTP request,
     one WebSocket event), so there is no long-lived instance; the slot keeps one thread
-    for sync code, as a ``ConsumerSlot`` does, and the same bounded prefetch.
+    for sync code, as a ``ConsumerSlot`` does, and the same bounded prefetch. With
+    ``held`` (``HeldMessages``), a message still running after ``held.release_after``
+    seconds frees the slot and finishes as a held message (with the slot's thread): the
+    slot goes on with a new thread.
     """
 
     def __init__(
-        self, *, channel: str, index: int, handler: Handler, channel_layer: ChannelLayer, stats: ChannelStats
+        self,
+        *,
+        channel: str,
+        index: int,
+        handler: Handler,
+        channel_layer: ChannelLayer,
+        stats: ChannelStats,
+        held: HeldMessages | None = None,
     ) -> None:
         super().__init__(channel=channel, index=index, channel_layer=channel_layer, stats=stats)
         self.handler = handler
+        self.held = held
+        # Messages this slot released, still running: task -> (message, since).
+        self.holding: dict[asyncio.Future[None], tuple[dict, float]] = {}
+
+    def running(self) -> int:
+        return super().running() + len(self.holding)
+
+    def held_count(self) -> int:
+        return len(self.holding)
 
     def describe_in_flight(self) -> str:
-        if self.in_flight is None:
-            return f"{self.scope_id}: idle"
-        scope = self.in_flight.get("relay", {}).get("scope", {})
+        described = [self._describe(message, since) for message, since in self.holding.values()]
+        if self.in_flight is not None:
+            described.insert(0, self._describe(self.in_flight, self.in_flight_since))
+        return f"{self.scope_id}: {', '.join(described) or 'idle'}"
+
+    def _describe(self, message: dict, since: float) -> str:
+        scope = message.get("relay", {}).get("scope", {})
         what = " ".join(str(scope[key]) for key in ("method", "path") if key in scope) or self.channel
-        return f"{self.scope_id}: {what} for {time.monotonic() - self.in_flight_since:.1f}s"
+        return f"{what} for {time.monotonic() - since:.1f}s"
 
     async def run(self) -> None:
-        """Serve until ``stop_taking()``; returns once the message in hand is finished."""
+        """Serve until ``stop_taking()``; returns once the messages in hand (held ones too)
+        are finished. Each round runs with a thread of its own for sync code, until one of
+        its messages is released (held): the next round then starts at once."""
+        try:
+            while not self._stopping:
+                released = asyncio.Event()
+                round_ = asyncio.ensure_future(self._round(released))
+                waiting = asyncio.ensure_future(released.wait())
+                try:
+                    await asyncio.wait({round_, waiting}, return_when=asyncio.FIRST_COMPLETED)
+                except asyncio.CancelledError:
+                    # Abandoned (the grace period is over): the message in hand goes too.
+                    round_.cancel()
+                    await asyncio.wait({round_})
+                    raise
+                finally:
+                    waiting.cancel()
+                if not released.is_set():
+                    await round_  # stopping (or the layer failed: raises)
+                    break
+            if self.holding:
+                await asyncio.wait(set(self.holding))
+        finally:
+            await _cancel_all(set(self.holding))
+
+    async def _round(self, released: asyncio.Event) -> None:
+        """Take and run messages on one thread-sensitive context until stopping, or until a
+        message is released: that one is finished here, with this round's thread."""
         async with ThreadSensitiveContext():
             while not self._stopping:
                 message = await self._take()
                 if message is None:
-                    break
+                    return
                 self.stats.received += 1
                 self.in_flight, self.in_flight_since = message, time.monotonic()
+                job = asyncio.ensure_future(self._handle(message))
                 try:
-                    ok = await self.handler(self.channel, message)
-                except Exception:
-                    errors_logger.exception("relaying a %s message failed", self.channel)
-                    ok = False
+                    if self.held is not None:
+                        await _wait_cancelling(job, self.held.release_after)
+                    if not job.done() and self.held is not None and self.held.take_place():
+                        self.holding[asyncio.current_task()] = (message, self.in_flight_since)
+                        self.in_flight = None
+                        released.set()
+                        try:
+                            await _wait_cancelling(job)
+                        finally:
+                            self.held.give_back()
+                            self.holding.pop(asyncio.current_task(), None)
+                        return
+                    await _wait_cancelling(job)
                 finally:
                     self.in_flight = None
-                if ok:
-                    self.stats.handled += 1
-                else:
-                    self.stats.failed += 1
+
+    async def _handle(self, message: dict) -> None:
+        try:
+            ok = await self.handler(self.channel, message)
+        except Exception:
+            errors_logger.exception("relaying a %s message failed", self.channel)
+            ok = False
+        if ok:
+            self.stats.handled += 1
+        else:
+            self.stats.failed += 1
 
     async def close(self, timeout: float) -> None:
         """Nothing outlives a message."""
+
+
+async def _wait_cancelling(job: asyncio.Future[None], timeout: float | None = None) -> None:
+    """Wait for ``job`` (at most ``timeout`` seconds); a cancellation of the waiting task
+    cancels ``job`` too, and waits for it to end."""
+    try:
+        await asyncio.wait({job}, timeout=timeout)
+    except asyncio.CancelledError:
+        job.cancel()
+        await asyncio.wait({job})
+        raise
+    if job.done():
+        job.result()
+
+
+async def _cancel_all(tasks: set[asyncio.Future[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.gather(*tasks, return_exceptions=True)

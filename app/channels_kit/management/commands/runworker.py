@@ -29,6 +29,7 @@ from channels_kit.relay.protocol import HTTP_CHANNELS, WEBSOCKET_CHANNELS
 from channels_kit.variables import allowed_for
 from channels_kit.worker.selection import NoChannelsError, routed_channels, routed_protocols, select_channels
 from channels_kit.worker.server import DEFAULT_LAYER_WAIT_SECONDS, KitWorker, LayerUnreachable
+from channels_kit.worker.slots import HeldMessages
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,10 @@ DEFAULT_CONCURRENCY = 1
 # async views (long-poll) wait without a thread, so more of them run side by side.
 DEFAULT_HTTP_CONCURRENCY = 8
 DEFAULT_WEBSOCKET_CONCURRENCY = 16
+# Relay mode: a request or event still running after this long (a long-poll, a slow
+# echo) frees its slot for the next one, while fewer than DEFAULT_HELD_MAX are held.
+DEFAULT_RELEASE_SECONDS = 1.0
+DEFAULT_HELD_MAX = 200
 # Below compose's stop_grace_period (30 s) for the worker services, so the drain
 # ends before Docker's SIGKILL.
 DEFAULT_GRACE_PERIOD_SECONDS = 25.0
@@ -90,6 +95,8 @@ class WorkerOptions:
     relay: bool
     heartbeat_interval: float
     layer_wait: float
+    release_after: float
+    held_max: int
 
 
 def read_options(options: dict) -> WorkerOptions:
@@ -124,6 +131,8 @@ def read_options(options: dict) -> WorkerOptions:
         relay = options["relay"] or asgi_mode() == "relay"
         heartbeat_interval = env_float("WORKER_HEARTBEAT_INTERVAL", 5.0)
         layer_wait = env_float("WORKER_LAYER_WAIT_SECONDS", DEFAULT_LAYER_WAIT_SECONDS)
+        release_after = env_float("WORKER_RELEASE_SECONDS", DEFAULT_RELEASE_SECONDS)
+        held_max = env_int("WORKER_HELD_MAX", DEFAULT_HELD_MAX)
     except ImproperlyConfigured as exc:
         raise CommandError(str(exc)) from None
     return WorkerOptions(
@@ -137,6 +146,8 @@ def read_options(options: dict) -> WorkerOptions:
         relay=relay,
         heartbeat_interval=heartbeat_interval,
         layer_wait=layer_wait,
+        release_after=release_after,
+        held_max=held_max,
     )
 
 
@@ -269,6 +280,7 @@ class Command(runworker.Command):
             heartbeat_path=Path(heartbeat) if heartbeat else None,
             heartbeat_interval=opts.heartbeat_interval,
             layer_wait=opts.layer_wait,
+            held=HeldMessages(opts.held_max, opts.release_after) if opts.held_max else None,
         )
         metrics = None
         if metrics_port:
