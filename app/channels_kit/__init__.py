@@ -4,6 +4,7 @@ Modules, from the bottom up (a module imports only from those below it, or its o
 
 - ``variables``: the environment variables the package reads, and their lookalikes.
 - ``event_loop``: the processes' asyncio event loop (uvloop when installed).
+- ``drops``: messages dropped (full channel, refused, given up on): a WARNING and a counter.
 - ``layers``: the channel layer backends and their contract (subpackage).
 - ``conf``: ``CHANNEL_LAYERS`` and the other settings, from the environment.
 - ``observe``: identities, queue status, worker state, metrics, probes (subpackage).

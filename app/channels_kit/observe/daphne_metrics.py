@@ -16,7 +16,7 @@ from daphne.ws_protocol import WebSocketProtocol
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from channels_kit.observe.metrics import shard_metrics
+from channels_kit.observe.metrics import drop_metrics, shard_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ class DaphneCollector:
         if stats is not None:
             yield from self._relay_metrics(relay, stats)
         layer = getattr(relay, "layer", None) or _project_layer()
+        yield from drop_metrics()
         yield from shard_metrics(layer)
 
     def _connections(self) -> list[tuple[Any, dict]]:

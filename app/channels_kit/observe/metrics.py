@@ -18,6 +18,7 @@ from typing import Protocol
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from channels_kit.drops import DROPS
 from channels_kit.layers.base import ChannelLayer
 from channels_kit.observe.status import LayerStatus, gather_status
 from channels_kit.observe.worker_state import ChannelStats
@@ -74,6 +75,7 @@ class WorkerCollector:
         if status is not None:
             yield from self._layer_metrics(status)
         yield from self._process_metrics()
+        yield from drop_metrics()
         yield from shard_metrics(self.worker.channel_layer)
 
     def _layer_metrics(self, status: LayerStatus) -> Iterator[Metric]:
@@ -136,6 +138,24 @@ class WorkerCollector:
         yield held
         yield messages
         yield received
+
+
+# Always shown, at 0 until the first drop, so that rate() and alerts have a series to read.
+ALWAYS_SHOWN_DROPS = (("group_send", "full"),)
+
+
+def drop_metrics() -> Iterator[Metric]:
+    """``channels_messages_dropped_total{operation, reason}``: messages this process dropped
+    (``channels_kit.drops``: full channels, refusals, relayed events given up on)."""
+    counts = dict.fromkeys(ALWAYS_SHOWN_DROPS, 0) | DROPS.snapshot()
+    family = CounterMetricFamily(
+        "channels_messages_dropped",
+        "Messages this process dropped, by operation and reason (each also a WARNING naming its channel)",
+        labels=["operation", "reason"],
+    )
+    for (operation, reason), count in sorted(counts.items()):
+        family.add_metric([operation, reason], count)
+    yield family
 
 
 def shard_metrics(layer: object) -> Iterator[Metric]:

@@ -20,6 +20,7 @@ from channels_kit.layers.base import (
     backend_name,
     inspector_for,
 )
+from channels_kit.observe.worker_state import is_interface
 
 
 class StatusUnavailable(Exception):
@@ -128,7 +129,8 @@ async def gather_status(layer: ChannelLayer) -> LayerStatus:
     inspector = require_inspector(layer)
     now = time.time()
     queues = await inspector.queue_figures(now)
-    workers = _latest_per_identity(await inspector.worker_states())
+    states = await inspector.worker_states()
+    workers = _latest_per_identity(state for state in states if not is_interface(state))
     return LayerStatus(
         backend_name(layer), inspector.prefix, inspector.shards, now, _sorted(queues), workers, inspector.note
     )

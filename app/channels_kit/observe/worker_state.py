@@ -30,6 +30,33 @@ TTL_HEARTBEATS = 3
 MIN_TTL_SECONDS = 1.0
 
 
+# Relay interfaces publish themselves among the workers' states with this one "channel", so
+# that a worker in another mode sees them and refuses to run beside them (worker.mode_guard);
+# ``make status`` and /metrics leave these states out.
+INTERFACE_MARK = "relay.interface"
+
+
+def is_interface(state: WorkerState) -> bool:
+    """Whether a published state is a relay interface's presence, not a worker's."""
+    return INTERFACE_MARK in state.channels
+
+
+def interface_presence(identity: str, started: float) -> WorkerState:
+    """The state a relay interface publishes: ``identity`` (``<host>:<pid>``), no counters."""
+    host, _, pid = identity.rpartition(":")
+    return WorkerState(
+        host=host,
+        pid=int(pid) if pid.isdigit() else os.getpid(),
+        channels=(INTERFACE_MARK,),
+        busy=0,
+        received=0,
+        handled=0,
+        failed=0,
+        started=started,
+        updated=time.time(),
+    )
+
+
 @dataclass
 class ChannelStats:
     """Message counters of one channel in one worker process."""

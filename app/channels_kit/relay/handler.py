@@ -20,6 +20,7 @@ from typing import Any
 
 from channels.exceptions import ChannelFull
 
+from channels_kit.drops import dropped
 from channels_kit.layers.base import ChannelLayer
 from channels_kit.observe.consumer_errors import errors_logger
 from channels_kit.observe.worker_state import worker_identity
@@ -83,7 +84,9 @@ class RelayHandler:
     async def __call__(self, channel: str, message: dict) -> bool:
         if expired(message):
             self.expired += 1
-            logger.info("dropping a %s message past its deadline (the interface gave up on it)", channel)
+            # The interface answered for it already (503, a close code): a WARNING, counted.
+            reply = message.get("relay", {}).get("reply", "?")
+            dropped("relay message", "expired", channel, detail=f"for {reply}, past its deadline")
             return True
         if stale(message):
             self.stale += 1

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from channels.exceptions import ChannelFull
 
+from channels_kit.drops import dropped
 from channels_kit.layers.base import ChannelLayer
 from channels_kit.relay.groups import GroupRegistry
 from channels_kit.relay.protocol import (
@@ -46,8 +47,12 @@ logger = logging.getLogger(__name__)
 # that mirror HTTP: no worker answered in time, too many frames queued, the consumer (or
 # the relay itself) failed.
 CLOSE_NO_WORKER = 4503
+# An event of the socket was dropped: no worker finished it within the relay's timeout.
+CLOSE_EVENT_TIMEOUT = 4504
 CLOSE_TOO_MANY_FRAMES = 4429
 CLOSE_CONSUMER_ERROR = 4500
+# The close code a socket gets when one of its events is dropped, by the drop's outcome.
+DROP_CLOSE_CODES = {"full": CLOSE_NO_WORKER, "timeout": CLOSE_EVENT_TIMEOUT}
 # Group messages that may wait for a socket's accept (they are dropped beyond that).
 MAX_EARLY_FRAMES = 100
 # Keys of the ASGI messages a worker may send, as passed on to the server.
@@ -169,6 +174,10 @@ class WebsocketConnection:
                 outcome, deadline = await self._send_event(channel, event, wait=True)
                 if channel == WEBSOCKET_CONNECT:
                     await self._settle_connect(outcome, deadline)
+                elif outcome in DROP_CLOSE_CODES:
+                    # The client's frame (or an event for it) is lost: say so with a code it
+                    # can act on (reconnect, recover what it missed) rather than carry on.
+                    await self._close(DROP_CLOSE_CODES[outcome])
         except Exception:
             logger.exception("relaying events of socket %s failed", self.channel)
             await self._close(CLOSE_CONSUMER_ERROR)
@@ -215,18 +224,15 @@ class WebsocketConnection:
             return "done", deadline
         except ChannelFull:
             self.app.stats.websocket_events_dropped += 1
-            logger.warning(
-                "dropped %s #%d of socket %s: the channel is full", channel, self._seq, self.channel
-            )
+            dropped("relay event", "full", channel, detail=f"#{self._seq} of socket {self.channel}")
             return "full", deadline
         except TimeoutError:
             self.app.stats.websocket_timeouts += 1
-            logger.warning(
-                "no worker finished %s #%d of socket %s within %g s; dropped",
-                channel,
-                self._seq,
+            dropped(
+                "relay event",
+                "timeout",
                 self.channel,
-                settings.timeout,
+                detail=f"{channel} #{self._seq}: no worker finished it within {settings.timeout:g} s",
             )
             return "timeout", deadline
         finally:
@@ -342,9 +348,8 @@ class WebsocketConnection:
             return
         if len(self._events) >= self.app.settings.max_queued_events:
             self.app.stats.websocket_events_dropped += 1
-            logger.warning(
-                "dropped a %s event for socket %s: its queue is full", message.get("type"), self.channel
-            )
+            dropped("relay event", "queue full", self.channel, detail=f"a {message.get('type')} event")
+            self.app.background(self._close(CLOSE_TOO_MANY_FRAMES))  # the socket hears it
             return
         self._enqueue(WEBSOCKET_EVENT, message)
 

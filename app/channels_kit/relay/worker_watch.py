@@ -21,11 +21,14 @@ import time
 from collections.abc import Iterable
 
 from channels_kit.layers.base import ChannelLayer, LayerInspector, inspector_for
+from channels_kit.observe.worker_state import interface_presence, worker_identity
 
 logger = logging.getLogger(__name__)
 
 # How often a waiting request looks again for a worker that appeared.
 RECHECK_SECONDS = 0.2
+# Reads this interface's published presence outlives (a worker in direct mode looks for it).
+PRESENCE_READS = 3
 
 
 class WorkerWatch:
@@ -42,6 +45,8 @@ class WorkerWatch:
         self.served: frozenset[str] | None = None
         self._task: asyncio.Task | None = None
         self._first_read: asyncio.Event | None = None
+        self.identity = worker_identity()
+        self.started = time.time()
 
     def serves(self, channel: str) -> bool | None:
         """Whether a live worker serves ``channel``; None when that is not known."""
@@ -70,6 +75,7 @@ class WorkerWatch:
     async def _run(self) -> None:
         assert self.inspector is not None
         while True:
+            await self._say_present()
             try:
                 states = await self.inspector.worker_states()
             except Exception as error:  # noqa: BLE001 - not known, for now: the relay waits as usual
@@ -82,6 +88,16 @@ class WorkerWatch:
             assert self._first_read is not None
             self._first_read.set()
             await asyncio.sleep(self.interval)
+
+    async def _say_present(self) -> None:
+        """Publish this interface among the workers' states (``observe.worker_state.INTERFACE_MARK``),
+        for a few reads: a worker in direct mode beside it then refuses to run."""
+        assert self.inspector is not None
+        try:
+            state = interface_presence(self.identity, self.started)
+            await self.inspector.save_worker_state(state, PRESENCE_READS * self.interval)
+        except Exception as error:  # noqa: BLE001 - the next read tries again
+            logger.debug("could not publish this interface's presence (%r)", error)
 
     def _log_change(self, served: frozenset[str]) -> None:
         before = self.served if self.served is not None else frozenset(self.channels)

@@ -41,6 +41,7 @@ from channels_kit.conf import layer_servers
 from channels_kit.event_loop import loop_kind, new_event_loop
 from channels_kit.layers.base import ChannelLayer, DrainableLayer, backend_name, inspector_for
 from channels_kit.observe.worker_state import ChannelStats, WorkerStatePublisher
+from channels_kit.worker.mode_guard import ModeGuard, ModeMismatch
 from channels_kit.worker.slots import ConsumerSlot, Handler, HeldMessages, RelaySlot, Send, Slot
 
 logger = logging.getLogger(__name__)
@@ -111,6 +112,7 @@ class KitWorker(Worker):
         publish_state: bool = True,
         layer_wait: float | None = DEFAULT_LAYER_WAIT_SECONDS,
         held: HeldMessages | None = None,
+        mode_guard: ModeGuard | None = None,
     ) -> None:
         super().__init__(application=application, channels=list(channels), channel_layer=channel_layer)
         overrides = channel_concurrency or {}
@@ -130,6 +132,9 @@ class KitWorker(Worker):
         self.grace_period = grace_period
         # Relay messages released from their slots (long-polls, slow events); None: none are.
         self.held = held
+        # Not in relay mode: looks for relay interfaces beside this worker (start, heartbeats).
+        self.mode_guard = mode_guard
+        self.mode_conflict: str | None = None
         self.heartbeat_path = heartbeat_path
         self.heartbeat_interval = heartbeat_interval
         self.layer_wait = layer_wait
@@ -233,7 +238,12 @@ class KitWorker(Worker):
         try:
             if not await self.wait_for_layer():
                 return  # stopped before the layer answered: nothing was taken
-            await self._serve()
+            if self.mode_guard is not None:
+                self.mode_conflict = await self.mode_guard.problem()
+            if self.mode_conflict is None:
+                await self._serve()
+            if self.mode_conflict is not None:
+                raise ModeMismatch(self.mode_conflict)
         finally:
             layer_logger.removeHandler(self._complaints)
             self.loop = None
@@ -427,4 +437,9 @@ class KitWorker(Worker):
             if self.state_publisher:
                 # Bounded, so a slow Redis cannot stall the heartbeat file (the healthcheck).
                 await self.state_publisher.publish_safely(timeout=self.heartbeat_interval)
+            if self.mode_guard is not None and self.mode_conflict is None and not self._stop.is_set():
+                self.mode_conflict = await self.mode_guard.problem()
+                if self.mode_conflict is not None:
+                    logger.error("stopping: %s", self.mode_conflict)
+                    self.request_stop("relay interfaces beside a worker in another mode")
             await asyncio.sleep(self.heartbeat_interval)

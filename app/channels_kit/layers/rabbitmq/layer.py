@@ -46,6 +46,8 @@ from channels.exceptions import ChannelFull
 from channels.layers import BaseChannelLayer
 from pamqp import commands as spec
 
+from channels_kit.drops import dropped
+
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -532,11 +534,14 @@ class RabbitMQChannelLayer(BaseChannelLayer):
         async def publish(connection: _Connection) -> None:
             await self._declare_exchange(connection)
             assert connection.publish is not None
-            # A nack means some member's queue was full: the others have it, as Channels wants.
-            with contextlib.suppress(aiormq.exceptions.DeliveryError):
+            # A nack means some member's queue was full: the others have it, as Channels wants;
+            # the server does not say whose (WARNING naming the group, counted).
+            try:
                 await connection.publish.basic_publish(
                     body, exchange=self.exchange, routing_key=group, properties=_properties()
                 )
+            except aiormq.exceptions.DeliveryError:
+                dropped("group_send", "full", f"a member queue of group {group}")
 
         await self._retrying(publish)
 

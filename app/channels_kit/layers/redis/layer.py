@@ -47,6 +47,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
+from channels_kit.drops import DROPS, dropped
 from channels_kit.layers.hashring import HashRing
 from channels_kit.layers.redis.full import MemoryRefusals, out_of_memory
 from channels_kit.layers.redis.outages import (
@@ -103,19 +104,20 @@ return accepted
 
 
 # A group send on one shard: for each member channel under its capacity, append the message
-# and refresh the key's TTL; then trim expired messages. Returns how many channels were full.
+# and refresh the key's TTL; then trim expired messages. Returns the (1-based) positions in
+# KEYS of the channels that were full.
 # As in SEND_SCRIPT the first write is a ZADD: a shard at its maxmemory refuses all or nothing.
 GROUP_SEND_SCRIPT = """
 local now = tonumber(ARGV[#ARGV - 1])
 local expiry = tonumber(ARGV[#ARGV])
 local unexpired = string.format('(%.17g', now - expiry)
-local full = 0
+local full = {}
 for i = 1, #KEYS do
     if redis.call('ZCOUNT', KEYS[i], unexpired, '+inf') < tonumber(ARGV[i + #KEYS]) then
         redis.call('ZADD', KEYS[i], now, ARGV[i])
         redis.call('EXPIRE', KEYS[i], math.ceil(expiry))
     else
-        full = full + 1
+        full[#full + 1] = i
     end
 end
 for i = 1, #KEYS do
@@ -413,17 +415,28 @@ class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
             self.health.answered(shard)
             if full is None:
                 self._group_send_refused(shard, group, keys)
-            elif full:
-                logger.info("group_send to %s: %d of %d channel(s) full", group, full, len(names))
+            else:
+                for position in full:  # each a WARNING naming the channel, and counted
+                    dropped(
+                        "group_send",
+                        "full",
+                        self._channel_of(keys[int(position) - 1]),
+                        detail=f"group {group}",
+                    )
 
     def _group_send_refused(self, shard: int, group: str, keys: list[str]) -> None:
         """Shard ``shard``, at its ``maxmemory``, refused a group send to the member channels
         with these keys: they miss the message, as full ones would (logged)."""
-        channels = [key[len(self.prefix) :] for key in keys]  # a '!' channel: its process's inbox
+        channels = [self._channel_of(key) for key in keys]
+        DROPS.count("group_send", "refused", len(keys))  # counted here; MemoryRefusals warns
         shown = ", ".join(channels[:3]) + (f" and {len(channels) - 3} more" if len(channels) > 3 else "")
         self.refusals.refused(
             shard, "group_send", f"group_send to {group}: {len(keys)} member channel(s) missed it ({shown})"
         )
+
+    def _channel_of(self, key: str) -> str:
+        """The channel a key holds, for logs (a '!' channel: its process's inbox)."""
+        return key[len(self.prefix) :]
 
     async def close_pools(self) -> None:
         self.memberships.stop()

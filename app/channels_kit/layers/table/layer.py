@@ -32,6 +32,7 @@ import msgpack
 from channels.exceptions import ChannelFull
 from channels.layers import BaseChannelLayer
 
+from channels_kit.drops import dropped
 from channels_kit.layers.table.store import MessageStore, Row
 
 logger = logging.getLogger(__name__)
@@ -329,16 +330,21 @@ class TableChannelLayer(BaseChannelLayer):
         self.require_valid_group_name(group)
         data = self.serialize(message)
         routes: set[str] = set()
+        missed = 0
 
         def send_to_members(store: MessageStore) -> None:
+            nonlocal missed
             now = time.time()
             members = store.members(self.prefix, group, now)
             batch = [(self.non_local_name(c), c, data, self.get_capacity(c)) for c in members]
             routes.update(route for route, *_ in batch)
-            store.send_many(self.prefix, batch, now, self.expiry)
+            missed = len(batch) - store.send_many(self.prefix, batch, now, self.expiry)
 
         await self.in_store(send_to_members)
         self.poke(routes)
+        if missed:
+            # The store says how many, not which: the group names them (WARNING, counted).
+            dropped("group_send", "full", f"{missed} member channel(s) of group {group}", count=missed)
 
     async def flush(self) -> None:
         await self.in_store(lambda store: store.flush(self.prefix))

@@ -23,10 +23,12 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management import CommandError
 
 from channels_kit.conf import asgi_mode, env_float, env_int, env_list, env_str, install_hint
+from channels_kit.layers.base import inspector_for
 from channels_kit.observe.consumer_errors import send_consumer_errors_to_stderr
 from channels_kit.relay.handler import RelayHandler
 from channels_kit.relay.protocol import HTTP_CHANNELS, WEBSOCKET_CHANNELS
 from channels_kit.variables import allowed_for
+from channels_kit.worker.mode_guard import ModeGuard, ModeMismatch
 from channels_kit.worker.selection import NoChannelsError, routed_channels, routed_protocols, select_channels
 from channels_kit.worker.server import DEFAULT_LAYER_WAIT_SECONDS, KitWorker, LayerUnreachable
 from channels_kit.worker.slots import HeldMessages
@@ -79,6 +81,15 @@ def option_or_env(value, env_name: str, default, read=env_int, flag: str = ""):
         described = allowed.describe(whole=read is env_int)
         raise ImproperlyConfigured(f"{flag or env_name} must be {described}, not {value!r}")
     return value
+
+
+def mode_guard(channel_layer: Any, relay: bool) -> ModeGuard | None:
+    """Outside relay mode, on a layer that shares worker state: the guard that stops this
+    worker when relay interfaces run beside it."""
+    inspector = inspector_for(channel_layer)
+    if relay or inspector is None or not inspector.shares_worker_state:
+        return None
+    return ModeGuard(inspector, asgi_mode() or "direct")
 
 
 @dataclass(frozen=True)
@@ -281,6 +292,7 @@ class Command(runworker.Command):
             heartbeat_interval=opts.heartbeat_interval,
             layer_wait=opts.layer_wait,
             held=HeldMessages(opts.held_max, opts.release_after) if opts.held_max else None,
+            mode_guard=mode_guard(channel_layer, opts.relay),
         )
         metrics = None
         if metrics_port:
@@ -291,7 +303,7 @@ class Command(runworker.Command):
             logger.info("runworker: Prometheus metrics on :%d/metrics", metrics.port)
         try:
             worker.run()
-        except LayerUnreachable as exc:
+        except (LayerUnreachable, ModeMismatch) as exc:
             raise CommandError(str(exc)) from None
         finally:
             if metrics:
