@@ -126,9 +126,8 @@ class WebsocketConnection:
                 kind = message["type"]
                 if kind == "websocket.receive":
                     if len(self._events) >= self.app.settings.max_queued_events:
-                        logger.warning(
-                            "closing socket %s: %d frames wait for a worker", self.channel, len(self._events)
-                        )
+                        waiting = len(self._events)
+                        dropped("relay event", "queue full", self.channel, detail=f"{waiting} frames wait")
                         await self._close(CLOSE_TOO_MANY_FRAMES)
                         continue
                     frame = {key: message[key] for key in SEND_KEYS if message.get(key) is not None}
