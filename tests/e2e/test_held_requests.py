@@ -24,9 +24,10 @@ pytestmark = parts("direct", "relay")
 
 POLLS = 20
 PAGES = 10
-# Under load on a shared 2-core machine; a page behind 20 held slots waited the polls' 30 s.
-MEDIAN_LIMIT_SECONDS = 1.0
-MAX_LIMIT_SECONDS = 3.0
+# Loose for a loaded 2-core machine (pages took up to 5 s there with load average 48); a page
+# behind 20 long-polls that hold the slots waits for the polls: 20 s and more.
+MEDIAN_LIMIT_SECONDS = 2.0
+MAX_LIMIT_SECONDS = 10.0
 
 
 def page_seconds() -> float:

@@ -116,7 +116,7 @@ def test_group_sends_to_a_hung_interface_are_warnings_and_counted():
     try:
         since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 1))
         before = dropped_total("worker", 9100, "group_send", "full")
-        asyncio.run(flood_room_past_a_hung_interface(room, posts=25))
+        asyncio.run(flood_room_past_a_hung_interface(room, posts=15))
         after = dropped_total("worker", 9100, "group_send", "full")
         logs = logs_since("worker", since)
     finally:
