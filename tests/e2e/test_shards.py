@@ -34,7 +34,8 @@ def init_env(tmp_path, **settings: str) -> subprocess.CompletedProcess:
     """scripts/init-env on a copy of the stack's env file, with ``settings`` in the environment."""
     env_file = tmp_path / ".env"
     shutil.copy(ENV_FILE, env_file)
-    env = os.environ | {"ENV_FILE": str(env_file), **settings}
+    # Secrets of its own: the copy must not rewrite the stack's (SECRETS_DIR of the env file).
+    env = os.environ | {"ENV_FILE": str(env_file), "SECRETS_DIR": str(tmp_path / "secrets"), **settings}
     return subprocess.run([str(REPO / "scripts/init-env")], env=env, capture_output=True, text=True)
 
 
@@ -72,16 +73,20 @@ def test_rabbitmq_backend_starts_rabbitmq_and_no_redis(tmp_path):
     config, text = services_of(tmp_path, CHANNEL_BACKEND="rabbitmq")
     assert "rabbitmq" in config and not [name for name in config if name.startswith("redis-")], config
     assert re.search(r"^COMPOSE_PROFILES=rabbitmq$", text, re.MULTILINE)
-    assert re.search(r"^RABBITMQ_PASSWORD=\S{20,}$", text, re.MULTILINE)
+    # The password is a secret file, not a line of the env file.
+    assert re.fullmatch(r"\S{20,}", (tmp_path / "secrets" / "rabbitmq_password").read_text())
+    assert not re.search(r"^RABBITMQ_PASSWORD=", text, re.MULTILINE)
 
 
 def test_postgres_backend_starts_no_server_of_its_own_and_only_it_gets_the_url(tmp_path):
     config, text = services_of(tmp_path, CHANNEL_BACKEND="postgres")
     assert "rabbitmq" not in config and not [name for name in config if name.startswith("redis-")], config
     assert re.search(r"^COMPOSE_PROFILES=$", text, re.MULTILINE)
-    assert re.search(r"^POSTGRES_LAYER_URL=postgresql://chat:\S{20,}@db:5432/chat$", text, re.MULTILINE)
-    _, text = services_of(tmp_path, CHANNEL_BACKEND="redis")
-    assert re.search(r"^POSTGRES_LAYER_URL=$", text, re.MULTILINE)
+    layer_url = tmp_path / "secrets" / "postgres_layer_url"  # a secret: it holds the password
+    assert re.fullmatch(r"postgresql://chat:\S{20,}@db:5432/chat", layer_url.read_text())
+    assert not re.search(r"^POSTGRES_LAYER_URL=", text, re.MULTILINE)
+    services_of(tmp_path, CHANNEL_BACKEND="redis")
+    assert layer_url.read_text() == ""
 
 
 def test_unknown_channel_backend_is_refused(tmp_path):
