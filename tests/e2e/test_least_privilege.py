@@ -1,7 +1,7 @@
 """Least privilege (#27): the stack's secrets are files, never in what `docker inspect` or an
 image's history shows; every container drops all capabilities, cannot gain privileges and,
-where promised, has a read-only root file system; Redis's default user is off and the relay's
-and the workers' users are refused every command outside the channel layer's.
+where promised, has a read-only root file system; Redis answers nobody without a password and
+the relay's and the workers' users are refused every command outside the channel layer's.
 
 The values looked for are the stack's own, read from its secrets directory (scripts/init-env);
 the rest of the suite proves that the layer works under these users.
@@ -163,9 +163,16 @@ def test_the_layers_redis_users_are_refused_what_the_layer_never_does(user):
     assert "NOPERM" in answer or "can't run this command" in answer, answer
 
 
-def test_redis_has_no_default_user_and_no_layer_command_was_refused():
+def test_redis_answers_nobody_without_a_password_and_no_layer_command_was_refused():
+    # --user without a password: the container's redis-cli sends no credentials at all.
     anonymous = compose("exec", "-T", "redis-1", "redis-cli", "--user", "default", "ping", check=False)
     assert "NOAUTH" in anonymous.stdout + anonymous.stderr, anonymous
+    # Three users; the layer's two with no command category at all, only named commands.
+    users = compose("exec", "-T", "redis-1", "redis-cli", "ACL", "LIST").stdout.splitlines()
+    assert sorted(line.split()[1] for line in users) == ["default", "relay", "worker"], users
+    for line in users:
+        if line.split()[1] in LAYER_USERS:
+            assert " -@all " in f" {line} " and "+@" not in line and "+flushall" not in line, line
     # The admin (redis-cli in the container logs in as it) sees every refusal so far: none of
     # the layer's own commands (the rest of the suite ran under these users) may be among them.
     for shard in ("redis-1", "redis-2"):
