@@ -65,6 +65,62 @@ env_set() {
   rm -f "$tmp"
 }
 
+# The kit's secrets, one file each in the secrets directory of the env file in use
+# (secrets_dir), mounted into the containers as compose secrets (/run/secrets/NAME):
+# NAME and the variable an older .env held it in (scripts/init-env moves it from there),
+# or - when it never was in .env.
+KIT_SECRETS=(
+  django_secret_key:DJANGO_SECRET_KEY
+  postgres_password:POSTGRES_PASSWORD
+  rabbitmq_password:RABBITMQ_PASSWORD
+  demo_password:DEMO_PASSWORD
+  redis_admin_password:REDIS_PASSWORD
+  redis_worker_password:-
+  redis_relay_password:-
+)
+
+# secrets_dir: the directory of the secrets of ENV_FILE, absolute: SECRETS_DIR (the
+# environment, else the env file), else the env file's path with `.secrets` appended
+# (.env.secrets beside .env, .env.test.secrets beside .env.test).
+secrets_dir() {
+  local dir
+  dir=$(setting SECRETS_DIR "${ENV_FILE}.secrets")
+  [[ "$dir" == /* ]] || dir="$KIT_ROOT/$dir"
+  echo "$dir"
+}
+
+# secret_get NAME: the secret NAME (a file of secrets_dir), empty when there is none.
+secret_get() {
+  local file
+  file="$(secrets_dir)/$1"
+  [[ -r "$file" ]] && cat "$file"
+  return 0
+}
+
+# secret_set NAME VALUE: write the secret file NAME. The directory is its owner's alone (0700);
+# the file itself is readable by all (0644) because compose bind-mounts it as it is on the
+# host (owner and mode included) into containers whose processes run as other users.
+secret_set() {
+  local dir file
+  dir=$(secrets_dir)
+  file="$dir/$1"
+  mkdir -p "$dir"
+  chmod 700 "$dir"
+  (umask 077 && printf '%s' "$2" >"$file.tmp")
+  chmod 644 "$file.tmp"
+  mv -f "$file.tmp" "$file"
+}
+
+# env_unset KEY [FILE]: remove KEY's lines from a dotenv file.
+env_unset() {
+  local key=$1 file=${2:-$ENV_FILE} tmp
+  [[ -f "$file" ]] || return 0
+  tmp=$(mktemp "${file}.XXXXXX")
+  KEY="$key" awk 'index($0, ENVIRON["KEY"] "=") != 1' "$file" >"$tmp"
+  cat "$tmp" >"$file"
+  rm -f "$tmp"
+}
+
 # compose: docker compose run from the repository root, so the root .env applies.
 compose() {
   (cd "$KIT_ROOT" && docker compose "$@")

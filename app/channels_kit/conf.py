@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from importlib.util import find_spec
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
@@ -37,6 +38,41 @@ def env_str(name: str, default: str = "") -> str:
     """A string setting; surrounding whitespace is dropped. Empty means unset (the default),
     as for every setting here: compose passes variables that ``.env`` leaves empty."""
     return os.environ.get(name, "").strip() or default
+
+
+def env_secret(name: str) -> str:
+    """A secret setting: ``name``, else the content of the file that ``name_FILE`` names (a
+    compose, Swarm or Kubernetes secret mounted as a file; surrounding whitespace dropped);
+    empty when neither is set. An unreadable file is ``ImproperlyConfigured``."""
+    value = env_str(name)
+    path = env_str(f"{name}_FILE")
+    if value or not path:
+        return value
+    try:
+        return Path(path).read_text().strip()
+    except OSError as error:
+        raise ImproperlyConfigured(f"{name}_FILE={path!r}: cannot read it ({error.strerror})") from None
+
+
+#: The secrets of a deployment that may arrive as files (NAME_FILE): the images' entrypoints
+#: and ``export_secret_files()`` read them for code that looks at NAME only.
+SECRET_VARIABLES = (
+    "DJANGO_SECRET_KEY",
+    "POSTGRES_PASSWORD",
+    "RABBITMQ_PASSWORD",
+    "REDIS_PASSWORD",
+    "DEMO_PASSWORD",
+    "POSTGRES_LAYER_URL",
+)
+
+
+def export_secret_files() -> None:
+    """Each secret of ``SECRET_VARIABLES`` that only its file gives (NAME_FILE), put in this
+    process's environment as NAME: a project's own settings read ``os.environ`` (a command
+    run with `docker exec`, which skips the image's entrypoint, included)."""
+    for name in SECRET_VARIABLES:
+        if not env_str(name) and env_str(f"{name}_FILE"):
+            os.environ[name] = env_secret(name)
 
 
 def env_bool(name: str, default: bool = False) -> bool:
@@ -254,18 +290,22 @@ SSL_CERT_REQS = ("none", "optional", "required")
 
 
 def redis_host(url: str) -> dict[str, Any]:
-    """One channels_redis host entry: the URL with the kit's timeouts, ``REDIS_PASSWORD`` when
-    the URL carries no credentials of its own (so the URL, which names the shard on the hash
-    ring and in logs, holds no secret) and, for ``rediss://``, the certificate settings
-    (platforms' managed Redis often has a self-signed one)."""
+    """One channels_redis host entry: the URL with the kit's timeouts, ``REDIS_USERNAME`` and
+    ``REDIS_PASSWORD`` (or ``REDIS_PASSWORD_FILE``) when the URL carries no credentials of its
+    own (so the URL, which names the shard on the hash ring and in logs, holds no secret) and,
+    for ``rediss://``, the certificate settings (platforms' managed Redis often has a
+    self-signed one)."""
     host: dict[str, Any] = {
         "address": url,
         "socket_timeout": env_float("REDIS_SOCKET_TIMEOUT", 30.0),
         "socket_connect_timeout": env_float("REDIS_CONNECT_TIMEOUT", 5.0),
         "health_check_interval": env_int("REDIS_HEALTH_CHECK_INTERVAL", 30),
     }
-    if env_str("REDIS_PASSWORD") and "@" not in url:
-        host["password"] = env_str("REDIS_PASSWORD")
+    if "@" not in url:
+        if env_str("REDIS_USERNAME"):
+            host["username"] = env_str("REDIS_USERNAME")
+        if env_secret("REDIS_PASSWORD"):
+            host["password"] = env_secret("REDIS_PASSWORD")
     if url.startswith("rediss://"):
         cert_reqs = env_str("REDIS_SSL_CERT_REQS", "required").lower()
         if cert_reqs not in SSL_CERT_REQS:
@@ -306,7 +346,7 @@ def rabbitmq_url() -> str:
     if not host:
         return ""
     user = quote(env_str("RABBITMQ_USER", "guest"), safe="")
-    password = quote(env_str("RABBITMQ_PASSWORD", "guest"), safe="")
+    password = quote(env_secret("RABBITMQ_PASSWORD") or "guest", safe="")
     vhost = quote(env_str("RABBITMQ_VHOST", "/"), safe="")
     port = env_int("RABBITMQ_PORT", 5672)
     return f"amqp://{user}:{password}@{host}:{port}/{vhost}"
@@ -326,7 +366,7 @@ def postgres_layer_url() -> str:
     ``POSTGRES_PORT``, ``POSTGRES_DB``, ``POSTGRES_USER`` and ``POSTGRES_PASSWORD``; empty
     when none names a server."""
     for variable, url in (
-        ("POSTGRES_LAYER_URL", env_str("POSTGRES_LAYER_URL")),
+        ("POSTGRES_LAYER_URL", env_secret("POSTGRES_LAYER_URL")),
         ("DATABASE_URL", env_str("DATABASE_URL")),
     ):
         if url:
@@ -338,7 +378,7 @@ def postgres_layer_url() -> str:
     if not host:
         return ""
     user = quote(env_str("POSTGRES_USER", "chat"), safe="")
-    password = quote(env_str("POSTGRES_PASSWORD"), safe="")
+    password = quote(env_secret("POSTGRES_PASSWORD"), safe="")
     database = quote(env_str("POSTGRES_DB", "chat"), safe="")
     port = env_int("POSTGRES_PORT", 5432)
     return f"postgresql://{user}:{password}@{host}:{port}/{database}"

@@ -102,6 +102,10 @@ class Variable:
     allowed: Allowed | None = None
 
 
+#: Said of the secrets, which ``channels_kit.conf.env_secret`` reads: NAME, else NAME_FILE's file.
+OR_FILE = " (or NAME_FILE: a file holding it, e.g. a secret under /run/secrets)"
+SECRET_FILE_SUFFIX = "_FILE"
+
 LAYER = "channel layer"
 WORKER = "runworker"
 RUNALL = "runall"
@@ -123,7 +127,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("REDIS_URLS", None, LAYER, "the Redis servers, comma-separated (several: shards of one layer)"),
     Variable("REDIS_TLS_URL", None, LAYER, "a platform's Redis over TLS, when REDIS_URLS is unset"),
     Variable("REDIS_URL", None, LAYER, "a platform's Redis, when REDIS_URLS and REDIS_TLS_URL are unset"),
-    Variable("REDIS_PASSWORD", None, LAYER, "the password of Redis URLs that carry none"),
+    Variable("REDIS_USERNAME", None, LAYER, "the Redis ACL user of URLs that carry no credentials"),
+    Variable("REDIS_PASSWORD", None, LAYER, f"the password of Redis URLs that carry none{OR_FILE}"),
     Variable("REDIS_SOCKET_TIMEOUT", 30.0, LAYER, "seconds a Redis reply may take", allowed=SECONDS),
     Variable("REDIS_CONNECT_TIMEOUT", 5.0, LAYER, "seconds a Redis connection may take", allowed=SECONDS),
     Variable(
@@ -143,7 +148,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("RABBITMQ_HOST", None, LAYER, "the RabbitMQ host, when RABBITMQ_URL is unset"),
     Variable("RABBITMQ_PORT", 5672, LAYER, "its port", allowed=PORT_NUMBER),
     Variable("RABBITMQ_USER", "guest", LAYER, "its user"),
-    Variable("RABBITMQ_PASSWORD", "guest", LAYER, "its password"),
+    Variable("RABBITMQ_PASSWORD", "guest", LAYER, f"its password{OR_FILE}"),
     Variable("RABBITMQ_VHOST", "/", LAYER, "its virtual host"),
     Variable(
         "RABBITMQ_HEARTBEAT",
@@ -152,7 +157,7 @@ VARIABLES: tuple[Variable, ...] = (
         "seconds between AMQP heartbeats",
         allowed=Allowed(0, maximum=65535, unit="seconds", note="0: no heartbeats"),
     ),
-    Variable("POSTGRES_LAYER_URL", None, LAYER, "the PostgreSQL layer's server"),
+    Variable("POSTGRES_LAYER_URL", None, LAYER, f"the PostgreSQL layer's server{OR_FILE}"),
     Variable(
         "DATABASE_URL",
         None,
@@ -163,7 +168,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("POSTGRES_PORT", 5432, f"{LAYER}, {OVERLAY}", "its port", allowed=PORT_NUMBER),
     Variable("POSTGRES_DB", "chat", f"{LAYER}, {OVERLAY}", "its database"),
     Variable("POSTGRES_USER", "chat", f"{LAYER}, {OVERLAY}", "its user"),
-    Variable("POSTGRES_PASSWORD", None, f"{LAYER}, {OVERLAY}", "its password"),
+    Variable("POSTGRES_PASSWORD", None, f"{LAYER}, {OVERLAY}", f"its password{OR_FILE}"),
     Variable(
         "POSTGRES_CONNECT_TIMEOUT",
         5.0,
@@ -391,7 +396,7 @@ VARIABLES: tuple[Variable, ...] = (
         "PROJECT_SETTINGS_OVERLAY", True, OVERLAY, "whether the kit's settings apply over the project's"
     ),
     Variable("PROJECT_SETTINGS_KEEP", None, OVERLAY, "settings the overlay leaves as the project has them"),
-    Variable("DJANGO_SECRET_KEY", None, OVERLAY, "SECRET_KEY"),
+    Variable("DJANGO_SECRET_KEY", None, OVERLAY, f"SECRET_KEY{OR_FILE}"),
     Variable("DJANGO_DEBUG", False, OVERLAY, "DEBUG"),
     Variable("DJANGO_ALLOWED_HOSTS", ".localhost,127.0.0.1,[::1]", OVERLAY, "ALLOWED_HOSTS, comma-separated"),
     Variable("DJANGO_CSRF_TRUSTED_ORIGINS", None, OVERLAY, "CSRF_TRUSTED_ORIGINS, comma-separated"),
@@ -480,6 +485,8 @@ def lookalikes(environ: Mapping[str, str] | None = None) -> list[tuple[str, str]
     for name, value in sorted(environ.items()):
         if name in names or name in READ_ELSEWHERE or not value.strip():
             continue
+        if name.endswith(SECRET_FILE_SUFFIX) and name.removesuffix(SECRET_FILE_SUFFIX) in names:
+            continue  # a secret's file (env_secret)
         close = difflib.get_close_matches(name.upper(), names, n=1, cutoff=LOOKALIKE_CUTOFF)
         if close:
             found.append((name, close[0]))

@@ -19,7 +19,15 @@ from channels_kit import variables
 
 PACKAGE = Path(channels_kit.__file__).parent
 # The functions that read a variable, and the position of the variable's name in their call.
-READERS = {"env_str": 0, "env_int": 0, "env_float": 0, "env_bool": 0, "env_list": 0, "host_name": 0}
+READERS = {
+    "env_secret": 0,
+    "env_str": 0,
+    "env_int": 0,
+    "env_float": 0,
+    "env_bool": 0,
+    "env_list": 0,
+    "host_name": 0,
+}
 READERS_OF_NAMES = {"option_or_env": 1, "split_globs": 1}  # (value, env name, default...)
 NO_DEFAULT = object()
 OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul}

@@ -6,10 +6,11 @@ Usage: docker compose ... config --format json | deploy/swarm/stack.py STACK [SE
 
 - keys `docker stack deploy` does not take, or ignores, go: build, depends_on,
   pull_policy, profiles, restart (Swarm's is deploy.restart_policy), container_name;
-- every secret the kit reads from an environment variable (SECRETS below) leaves the
-  environment: the service gets the Docker secret ``<STACK>_<name>`` (made by
-  deploy/swarm/up from .env) mounted at /run/secrets/<name>, and NAME_FILE pointing
-  there (the images' entrypoints read it);
+- the compose file's secrets (files of SECRETS_DIR, mounted at /run/secrets/<name>) become
+  the Docker secrets ``<STACK>_<name>`` (made by deploy/swarm/up from those files), mounted
+  at the same place; a secret still in an environment variable (SECRETS below: a compose
+  file of one's own) leaves the environment the same way, with NAME_FILE pointing there
+  (the images' entrypoints and the package read it);
 - the network becomes an attachable overlay named after the stack;
 - with SWARM_REGISTRY set (host:port), the kit's images (channels-kit/..., and the local
   stand-ins channels-kit-local/...) are named in that registry, where the nodes pull them.
@@ -74,10 +75,13 @@ def convert(config: dict, stack: str, only: list[str] | None = None) -> dict:
         for port in service.get("ports") or []:
             if isinstance(port.get("published"), str):
                 port["published"] = int(port["published"])  # the stack schema wants a number
-        if mounts:
+        files = [dict(secret) for secret in service.get("secrets") or []]
+        if mounts or files:
             # Mode 0444 (Swarm's default) inside the container: the images run as non-root users.
-            service["secrets"] = [{"source": secret, "target": secret} for secret in mounts]
-            used.update(mounts)
+            known = {secret["source"] for secret in files}
+            files += [{"source": secret, "target": secret} for secret in mounts if secret not in known]
+            service["secrets"] = files
+            used.update(secret["source"] for secret in files)
         services[name] = service
     stack_file: dict = {"services": services}
     networks = {}

@@ -5,9 +5,11 @@
 # sets PORT, `make native-up` binds 127.0.0.1).
 
 # load_secret_files: for each secret NAME of the kit, when NAME is unset and NAME_FILE names
-# a file (a Docker secret under /run/secrets: the Swarm stack), NAME becomes its content.
+# a file (a compose or Swarm secret under /run/secrets, a Kubernetes Secret's volume), NAME
+# becomes its content, for the project's own settings and commands (the package reads
+# NAME_FILE itself too). In this process's environment only: `docker inspect` never shows it.
 load_secret_files() {
-  for name in DJANGO_SECRET_KEY POSTGRES_PASSWORD RABBITMQ_PASSWORD REDIS_PASSWORD DEMO_PASSWORD; do
+  for name in DJANGO_SECRET_KEY POSTGRES_PASSWORD RABBITMQ_PASSWORD REDIS_PASSWORD DEMO_PASSWORD POSTGRES_LAYER_URL; do
     eval "file=\${${name}_FILE:-} value=\${${name}:-}"
     if [ -n "$file" ] && [ -z "$value" ]; then
       [ -r "$file" ] || { echo "${name}_FILE: cannot read $file" >&2; exit 2; }

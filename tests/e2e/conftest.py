@@ -47,13 +47,25 @@ PARTS = {
 
 
 def dotenv(name: str, default: str = "") -> str:
-    """A setting as compose sees it: the environment, else the stack's env file."""
+    """A setting as compose sees it: the environment, else the stack's env file; a secret
+    (DEMO_PASSWORD, ...): its file in the stack's secrets directory (scripts/init-env)."""
     if os.environ.get(name):
         return os.environ[name]
     for line in ENV_FILE.read_text().splitlines():
         if line.startswith(f"{name}="):
             return line.split("=", 1)[1] or default
+    secret = secrets_dir() / name.lower()
+    if secret.is_file():
+        return secret.read_text() or default
     return default
+
+
+def secrets_dir() -> Path:
+    """The stack's secrets directory: SECRETS_DIR of its env file (scripts/init-env)."""
+    for line in ENV_FILE.read_text().splitlines():
+        if line.startswith("SECRETS_DIR=") and line.split("=", 1)[1]:
+            return Path(line.split("=", 1)[1])
+    return Path(f"{ENV_FILE}.secrets")
 
 
 def demo_login_form(page: bytes) -> dict[str, str]:

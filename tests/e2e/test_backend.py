@@ -107,21 +107,21 @@ def test_postgres_layer_lives_in_the_stacks_database():
 def test_redis_shards_require_the_generated_password_and_are_not_published():
     for shard in ("redis-1", "redis-2"):
         assert compose("port", shard, "6379", check=False).stdout.strip() in ("", ":0")
-        anonymous = compose(
-            "exec", "-T", shard, "env", "-u", "REDISCLI_AUTH", "redis-cli", "ping", check=False
-        )
+        # No password: the container's redis-cli logs in as admin only when told nobody else.
+        anonymous = compose("exec", "-T", shard, "redis-cli", "--user", "default", "ping", check=False)
         assert "NOAUTH" in anonymous.stdout + anonymous.stderr, anonymous
         assert compose("exec", "-T", shard, "redis-cli", "ping").stdout.strip() == "PONG"
 
 
 def test_a_database_volume_of_another_env_is_caught_before_start(tmp_path):
-    """A .env whose POSTGRES_PASSWORD is not the one the db-data volume was created with (a
-    second checkout, a regenerated .env): scripts/check-database, which `make up` runs
+    """A .env whose secret postgres_password is not the one the db-data volume was created with
+    (a second checkout, a regenerated .env): scripts/check-database, which `make up` runs
     first, says so and names the two ways out; with the stack's own .env it passes."""
     other = tmp_path / ".env"
-    text = re.sub(
-        r"^POSTGRES_PASSWORD=.*$", "POSTGRES_PASSWORD=not-the-volumes", ENV_FILE.read_text(), flags=re.M
-    )
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "postgres_password").write_text("not-the-volumes")
+    text = re.sub(r"^SECRETS_DIR=.*$", f"SECRETS_DIR={secrets}", ENV_FILE.read_text(), flags=re.M)
     other.write_text(text)
 
     def check(env_file) -> subprocess.CompletedProcess:

@@ -43,6 +43,15 @@ APP_CONTAINERS = {
 DIRECT_APP_CONTAINERS = {("daphne", "wait-for-migrations"), ("daphne", "daphne")}
 # Overlays without a slow channel (components/no-slow-worker): no worker-slow.
 WITHOUT_SLOW_WORKER = {"example-project"}
+# The Secret's keys (deploy/kubernetes/secret), each mounted as a file by the pods that need it.
+SECRET_KEYS = {
+    "django_secret_key",
+    "postgres_password",
+    "demo_password",
+    "redis_admin_password",
+    "redis_worker_password",
+    "redis_relay_password",
+}
 
 assert shutil.which("kubectl"), "these tests render the manifests with kubectl (with its kustomize)"
 
@@ -134,16 +143,68 @@ def test_the_validator_refuses_an_unknown_field():
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_container_has_requests_and_a_memory_limit_and_runs_unprivileged(overlay):
+    """Least privilege: no root, no capability, no privilege escalation, the runtime's seccomp
+    profile, a read-only root file system and no service account token, in every pod."""
     for kind in (*WORKLOADS, "Job"):
         for name, workload in objects(overlay, kind).items():
             pod = workload["spec"]["template"]["spec"]
+            assert pod["automountServiceAccountToken"] is False, name
+            assert pod["securityContext"]["runAsNonRoot"] is True, name
+            assert pod["securityContext"]["runAsUser"] > 0, name
+            assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
             for container in containers(workload):
+                where = (name, container["name"])
                 resources = container.get("resources", {})
-                assert {"cpu", "memory"} <= set(resources.get("requests", {})), (name, container["name"])
-                assert "memory" in resources.get("limits", {}), (name, container["name"])
-                if name != "db":  # the official PostgreSQL image drops root itself
-                    assert pod["securityContext"]["runAsNonRoot"] is True, name
-                    assert container["securityContext"]["allowPrivilegeEscalation"] is False, name
+                assert {"cpu", "memory"} <= set(resources.get("requests", {})), where
+                assert "memory" in resources.get("limits", {}), where
+                context = container["securityContext"]
+                assert context["allowPrivilegeEscalation"] is False, where
+                assert context["readOnlyRootFilesystem"] is True, where
+                assert context["capabilities"] == {"drop": ["ALL"]}, where
+                assert "privileged" not in context and "add" not in context["capabilities"], where
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_secrets_are_files_never_environment_variables(overlay):
+    """Each pod mounts only the Secret's keys it needs, as files; no container takes a secret
+    into its environment (where `kubectl describe` and crash dumps show it)."""
+    relay = not is_direct(overlay)
+    needs = {
+        "redis": {"redis_admin_password", "redis_worker_password", "redis_relay_password"},
+        "db": {"postgres_password"},
+        "migrate": {"django_secret_key", "postgres_password", "demo_password"},
+        "worker": {"django_secret_key", "postgres_password", "redis_worker_password"},
+        "worker-slow": {"django_secret_key", "postgres_password", "redis_worker_password"},
+        "daphne": {"redis_relay_password"}
+        if relay
+        else {"django_secret_key", "postgres_password", "redis_worker_password"},
+        "nginx": set(),
+    }
+    for kind in (*WORKLOADS, "Job"):
+        for name, workload in objects(overlay, kind).items():
+            pod = workload["spec"]["template"]["spec"]
+            mounted = {
+                item["key"]
+                for volume in pod.get("volumes", [])
+                if "secret" in volume
+                for item in volume["secret"]["items"]
+            }
+            assert mounted == needs[name], (name, mounted ^ needs[name])
+            for volume in pod.get("volumes", []):
+                if "secret" in volume:
+                    assert volume["secret"]["secretName"] == "channels-kit"
+                    assert volume["secret"]["defaultMode"] == 0o440, name
+            for container in containers(workload):
+                for item in container.get("env", []) + container.get("envFrom", []):
+                    assert "secretKeyRef" not in item.get("valueFrom", {}), (name, item)
+                    assert "secretRef" not in item, (name, item)
+                for variable, item in env_of(container).items():
+                    if variable.endswith("_FILE"):
+                        assert item["value"].removeprefix("/run/secrets/") in mounted, (name, variable)
+                        mounts = {m["mountPath"] for m in container.get("volumeMounts", [])}
+                        assert "/run/secrets" in mounts, (name, container["name"])
+    (daphne,) = objects(overlay, "Deployment")["daphne"]["spec"]["template"]["spec"]["containers"]
+    assert env_of(daphne)["REDIS_USERNAME"]["value"] == ("relay" if relay else "worker")
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -199,25 +260,40 @@ def pod_labels(workload: dict) -> dict[str, str]:
 
 
 def selects(selector: dict, labels: dict[str, str]) -> bool:
-    return all(labels.get(key) == value for key, value in selector["matchLabels"].items())
+    """Whether a label selector (matchLabels, matchExpressions with In) selects ``labels``."""
+    matched = all(labels.get(key) == value for key, value in selector.get("matchLabels", {}).items())
+    for expression in selector.get("matchExpressions", []):
+        assert expression["operator"] == "In", expression
+        matched = matched and labels.get(expression["key"]) in expression["values"]
+    return matched
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_only_the_kits_pods_reach_redis_and_postgres_and_nothing_else_is_published(overlay):
     policies = objects(overlay, "NetworkPolicy").values()
     workloads = {name: doc for kind in (*WORKLOADS, "Job") for name, doc in objects(overlay, kind).items()}
+    namespaces = {doc["metadata"].get("namespace") for doc in render(overlay)}
+    assert len(namespaces) == 1 and None not in namespaces, namespaces
+    (namespace,) = namespaces
     for guarded, port in (("redis", 6379), ("db", 5432)):
         (policy,) = [p for p in policies if selects(p["spec"]["podSelector"], pod_labels(workloads[guarded]))]
         assert policy["spec"]["policyTypes"] == ["Ingress"]
         (rule,) = policy["spec"]["ingress"]
         assert [p["port"] for p in rule["ports"]] == [port]
+        # Each source names the namespace by the label the API server sets (no pod can set
+        # it), the objects' own namespace, and the pods by name: not a label any pod may carry.
+        for source in rule["from"]:
+            assert source["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+            assert set(source) == {"namespaceSelector", "podSelector"}, source
         allowed = [source["podSelector"] for source in rule["from"]]
-        assert all(set(source) == {"matchLabels"} for source in allowed), "only pods of this namespace"
-        # Every pod of the kit that talks to them is let in, or the site would not work.
+        # Every pod of the kit that talks to them is let in, or the site would not work; nginx,
+        # the one facing the internet, is not, nor is a pod with only the kit's common label.
         for name in ("daphne", "worker", "worker-slow", "migrate"):
             if name not in workloads and overlay in WITHOUT_SLOW_WORKER:
                 continue
             assert any(selects(source, pod_labels(workloads[name])) for source in allowed), (guarded, name)
+        for labels in (pod_labels(workloads["nginx"]), {"app.kubernetes.io/part-of": "channels-kit"}):
+            assert not any(selects(source, labels) for source in allowed), (guarded, labels)
     for service in objects(overlay, "Service").values():
         assert service["spec"].get("type", "ClusterIP") == "ClusterIP", service["metadata"]["name"]
     (ingress,) = objects(overlay, "Ingress").values()
@@ -246,15 +322,17 @@ def test_relay_daphne_runs_the_relay_image_without_the_projects_secrets():
         secrets = {
             name for name, item in env_of(container).items() if "secretKeyRef" in item.get("valueFrom", {})
         }
+        files = {name for name in env_of(container) if name.endswith("_FILE")}
+        assert not secrets, secrets  # files only (test_secrets_are_files_never_environment_variables)
         if overlay.startswith("relay"):
             assert config(overlay)["ASGI_MODE"] == "relay"
             assert container["image"].startswith("channels-kit/relay:") and container["args"] == ["relay"]
-            assert secrets == {"REDIS_PASSWORD"}
+            assert files == {"REDIS_PASSWORD_FILE"}
             assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
         else:
             assert config(overlay)["ASGI_MODE"] == "direct"
             assert container["image"] == app_image(overlay) and container["args"] == ["daphne"]
-            assert {"DJANGO_SECRET_KEY", "POSTGRES_PASSWORD", "REDIS_PASSWORD"} <= secrets
+            assert {"DJANGO_SECRET_KEY_FILE", "POSTGRES_PASSWORD_FILE", "REDIS_PASSWORD_FILE"} <= files
             assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
 
 
@@ -263,7 +341,8 @@ def test_every_setting_the_manifests_pass_is_documented_in_env_example():
     # Read by the images' own entrypoints (PostgreSQL's, redis-cli), or set per service as
     # compose.yaml does (SERVER_ROLE; nginx's STATIC_URL_PATH, which compose derives from
     # PROJECT_STATIC_URL): not settings of the user's.
-    images_own = {"PGDATA", "REDISCLI_AUTH", "SERVER_ROLE", "STATIC_URL_PATH"}
+    # DEMO_PASSWORD_FILE: the demo's DEMO_PASSWORD from a file (the images' entrypoints).
+    images_own = {"PGDATA", "SERVER_ROLE", "STATIC_URL_PATH", "DEMO_PASSWORD_FILE"}
     for overlay in OVERLAYS:
         names = set(config(overlay))
         for kind in (*WORKLOADS, "Job"):
@@ -275,16 +354,15 @@ def test_every_setting_the_manifests_pass_is_documented_in_env_example():
 
 def test_scripts_kubernetes_secret_makes_the_secret_every_manifest_refers_to(tmp_path):
     env = tmp_path / ".env"
-    values = {
-        "DJANGO_SECRET_KEY": "k" * 50,
-        "POSTGRES_PASSWORD": "pg",
-        "REDIS_PASSWORD": "rd",
-        "DEMO_PASSWORD": "dm",
-    }
-    env.write_text("".join(f"{key}={value}\n" for key, value in values.items()) + "DJANGO_DEBUG=false\n")
-    out = subprocess.run(
-        [str(REPO / "deploy" / "kubernetes" / "secret"), str(env)], check=True, capture_output=True
-    )
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    values = {key: f"{key}-value" for key in SECRET_KEYS}
+    for key, value in values.items():
+        (secrets / key).write_text(value)
+    env.write_text(f"SECRETS_DIR={secrets}\nDJANGO_DEBUG=false\n")
+    script = [str(REPO / "deploy" / "kubernetes" / "secret"), str(env)]
+    clean = {k: v for k, v in os.environ.items() if k != "SECRETS_DIR"}
+    out = subprocess.run(script, check=True, capture_output=True, env=clean)
     secret = yaml.safe_load(out.stdout)
     kubernetes_validate.validate(secret, kubernetes_version(), strict=True)
     assert secret["metadata"]["name"] == "channels-kit"
@@ -292,16 +370,12 @@ def test_scripts_kubernetes_secret_makes_the_secret_every_manifest_refers_to(tmp
     for overlay in OVERLAYS:
         for kind in (*WORKLOADS, "Job"):
             for workload in objects(overlay, kind).values():
-                for container in containers(workload):
-                    for item in env_of(container).values():
-                        ref = item.get("valueFrom", {}).get("secretKeyRef")
-                        if ref:
-                            assert (ref["name"], ref["key"]) in {("channels-kit", key) for key in values}, ref
-    env.write_text("DJANGO_SECRET_KEY=x\n")
-    refused = subprocess.run(
-        [str(REPO / "deploy" / "kubernetes" / "secret"), str(env)], capture_output=True, text=True
-    )
-    assert refused.returncode != 0 and "POSTGRES_PASSWORD is not set" in refused.stderr
+                for volume in workload["spec"]["template"]["spec"].get("volumes", []):
+                    if "secret" in volume:
+                        assert {item["key"] for item in volume["secret"]["items"]} <= set(values), volume
+    (secrets / "postgres_password").unlink()
+    refused = subprocess.run(script, capture_output=True, text=True, env=clean)
+    assert refused.returncode != 0 and "the secret postgres_password is not in" in refused.stderr
 
 
 def app_containers(overlay: str) -> dict[tuple[str, str], dict]:
@@ -357,10 +431,10 @@ def test_every_nginx_pod_serves_the_static_files_of_the_projects_image(overlay):
     assert static["command"] == ["cp", "-R", "/app/static/.", "/srv/static/"]
     dockerfile = (REPO / "images" / "app" / "Dockerfile").read_text()
     assert "STATIC_ROOT=/app/static" in dockerfile
-    (volume,) = pod["volumes"]
+    (volume,) = [volume for volume in pod["volumes"] if volume["name"] == "static"]
     assert volume == {"name": volume["name"], "emptyDir": {}}
     assert static["volumeMounts"] == [{"name": volume["name"], "mountPath": "/srv/static"}]
-    assert nginx["volumeMounts"] == [{"name": volume["name"], "mountPath": "/srv/static", "readOnly": True}]
+    assert nginx["volumeMounts"][0] == {"name": volume["name"], "mountPath": "/srv/static", "readOnly": True}
     assert env_of(nginx)["STATIC_URL_PATH"]["value"] == "/static/"
 
 

@@ -11,18 +11,29 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+# The stack's secret files (scripts/init-env makes them in SECRETS_DIR), with test values.
 SECRETS = {
-    "DJANGO_SECRET_KEY": "secret-key-for-the-test",
-    "POSTGRES_PASSWORD": "pg-password-for-the-test",
-    "RABBITMQ_PASSWORD": "mq-password-for-the-test",
-    "REDIS_PASSWORD": "redis-password-for-the-test",
-    "DEMO_PASSWORD": "demo-password-for-the-test",
+    "django_secret_key": "secret-key-for-the-test",
+    "postgres_password": "pg-password-for-the-test",
+    "postgres_layer_url": "",
+    "rabbitmq_password": "mq-password-for-the-test",
+    "rabbitmq_default_pass.conf": "default_pass = mq-password-for-the-test",
+    "redis_admin_password": "redis-admin-password-for-the-test",
+    "redis_worker_password": "redis-worker-password-for-the-test",
+    "redis_relay_password": "redis-relay-password-for-the-test",
+    "demo_password": "demo-password-for-the-test",
 }
+# What these were as variables of an older .env: none may be in a service's environment.
+SECRET_VARIABLES = ("DJANGO_SECRET_KEY", "POSTGRES_PASSWORD", "RABBITMQ_PASSWORD", "REDIS_PASSWORD")
 
 
 def render(tmp_path: Path, mode: str, **env: str) -> tuple[str, dict]:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir(exist_ok=True)
+    for name, value in SECRETS.items():
+        (secrets / name).write_text(value)
     env_file = tmp_path / ".env"
-    env_file.write_text("".join(f"{name}={value}\n" for name, value in SECRETS.items()))
+    env_file.write_text(f"SECRETS_DIR={secrets}\n")
     files = ["-f", "compose.yaml"] + (["-f", "compose/relay.yaml"] if mode == "relay" else [])
     # None of the caller's settings (make test exports HTTP_PORT, REDIS_SHARDS, ...): the defaults.
     clean = {k: os.environ[k] for k in ("PATH", "HOME") if k in os.environ}
@@ -61,26 +72,30 @@ def render(tmp_path: Path, mode: str, **env: str) -> tuple[str, dict]:
 def test_no_secret_value_reaches_the_stack_file(tmp_path, mode):
     text, stack = render(tmp_path, mode)
     for value in SECRETS.values():
-        assert value not in text
+        assert not value or value not in text
     services = stack["services"]
     assert {"redis-1", "redis-2", "redis-3", "db", "migrate", "daphne", "worker", "nginx"} <= set(services)
     for name, service in services.items():
         environment = service.get("environment", {})
-        for variable in SECRETS:
+        for variable in SECRET_VARIABLES:
             assert variable not in environment, (name, variable)
         for variable, path in environment.items():
             if variable.endswith("_PASSWORD_FILE") or variable == "DJANGO_SECRET_KEY_FILE":
                 secret = path.removeprefix("/run/secrets/")
                 assert secret in {s["source"] for s in service["secrets"]}, (name, variable)
-    assert services["redis-2"]["environment"]["REDIS_PASSWORD_FILE"] == "/run/secrets/redis_password"
-    assert "REDISCLI_AUTH" not in services["redis-2"]["environment"]
+    # The shards' ACL users' passwords, as files (images/redis/start-redis); no environment.
+    shard_secrets = {s["source"] for s in services["redis-2"]["secrets"]}
+    assert shard_secrets == {"redis_admin_password", "redis_worker_password", "redis_relay_password"}
+    assert "REDISCLI_AUTH" not in services["redis-2"].get("environment", {})
+    assert services["worker"]["environment"]["REDIS_USERNAME"] == "worker"
     assert services["db"]["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_password"
     # The relay's Daphne runs no project: no Django secret, no database password.
     if mode == "relay":
         assert {"DJANGO_SECRET_KEY_FILE", "POSTGRES_PASSWORD_FILE"}.isdisjoint(
             services["daphne"]["environment"]
         )
-    assert stack["secrets"]["redis_password"] == {"external": True, "name": "st_redis_password"}
+        assert services["daphne"]["environment"]["REDIS_USERNAME"] == "relay"
+    assert stack["secrets"]["redis_relay_password"] == {"external": True, "name": "st_redis_relay_password"}
 
 
 def test_swarm_specifics(tmp_path):

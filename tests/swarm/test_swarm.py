@@ -276,7 +276,7 @@ def test_stack_spreads_over_the_nodes(addresses):
     spec = docker("service", "inspect", f"{STACK}_worker", f"{STACK}_daphne", f"{STACK}_redis-1")
     for variable in ("DJANGO_SECRET_KEY=", "POSTGRES_PASSWORD=", "REDIS_PASSWORD="):
         assert variable not in spec
-    assert "REDIS_PASSWORD_FILE=/run/secrets/redis_password" in spec
+    assert "REDIS_PASSWORD_FILE=/run/secrets/redis_worker_password" in spec
 
 
 # A static file of the demo (its chat app's), which only the app image holds: nginx's

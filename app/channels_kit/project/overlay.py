@@ -27,7 +27,9 @@ from channels_kit.conf import (
     env_bool,
     env_int,
     env_list,
+    env_secret,
     env_str,
+    export_secret_files,
 )
 
 PROJECT_SETTINGS_VARIABLE = "KIT_PROJECT_SETTINGS"
@@ -97,7 +99,7 @@ def describe_layers(layers: dict[str, Any] | None) -> str:
 
 
 def secret_key(project: Settings) -> Any:
-    key = env_str("DJANGO_SECRET_KEY")
+    key = env_secret("DJANGO_SECRET_KEY")
     return key or None
 
 
@@ -145,7 +147,7 @@ def databases(project: Settings) -> Any:
             "PORT": env_int("POSTGRES_PORT", 5432),
             "NAME": env_str("POSTGRES_DB", "chat"),
             "USER": env_str("POSTGRES_USER", "chat"),
-            "PASSWORD": env_str("POSTGRES_PASSWORD"),
+            "PASSWORD": env_secret("POSTGRES_PASSWORD"),
             "CONN_MAX_AGE": conn_max_age,
             "OPTIONS": {"connect_timeout": env_int("POSTGRES_CONNECT_TIMEOUT", 5)},
         }
@@ -340,6 +342,7 @@ def apply(target: dict[str, Any]) -> list[Change]:
             f"{PROJECT_SETTINGS_VARIABLE} is not set: name the project's settings module "
             "(e.g. mysite.settings); the kit's images set it from manage.py"
         )
+    export_secret_files()  # the project's own settings may read them from os.environ
     project = project_settings(module_name)
     target.update(project)
     target["KIT_PROJECT_SETTINGS"] = module_name
