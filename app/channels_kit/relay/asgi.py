@@ -13,6 +13,7 @@ from django.core.exceptions import ImproperlyConfigured
 from channels_kit.conf import channel_layer_from_env, env_float, env_int, env_str
 from channels_kit.layers.base import ChannelLayer
 from channels_kit.relay.interface import RelayApplication, RelaySettings
+from channels_kit.relay.settings import IDEMPOTENT_METHODS
 
 IN_MEMORY_RELAY = (
     "the channel layer is Channels' in-memory one, which lives inside one process: the relay's "
@@ -30,6 +31,18 @@ def layer_from_env() -> ChannelLayer:
     return layer
 
 
+def resend_methods(value: str) -> frozenset[str]:
+    """``RELAY_RESEND_METHODS``: HTTP methods, separated by spaces or commas (``-``: none)."""
+    methods = frozenset(m.upper() for m in value.replace(",", " ").split() if m != "-")
+    bad = sorted(m for m in methods if not m.isascii() or not m.isalpha())
+    if bad:
+        raise ImproperlyConfigured(
+            f"RELAY_RESEND_METHODS={value!r}: {', '.join(bad)} is not an HTTP method; allowed: "
+            "method names separated by spaces or commas (e.g. 'GET HEAD OPTIONS PUT DELETE'), or '-' for none"
+        )
+    return methods
+
+
 def settings_from_env() -> RelaySettings:
     """``RelaySettings`` from ``RELAY_*`` variables (the timeout defaults to Daphne's ``--http-timeout``)."""
     wait = env_float("RELAY_NO_WORKER_WAIT_SECONDS", 5.0)
@@ -44,6 +57,7 @@ def settings_from_env() -> RelaySettings:
         worker_check=env_float("RELAY_WORKER_CHECK_SECONDS", 2.0),
         resend_after=None if resend <= 0 else resend,
         alive_every=env_float("RELAY_ALIVE_SECONDS", 1.0),
+        resend_methods=resend_methods(env_str("RELAY_RESEND_METHODS", " ".join(sorted(IDEMPOTENT_METHODS)))),
     )
 
 
