@@ -13,6 +13,7 @@ import pytest
 from channels_kit.relay.clock import LayerClock
 from channels_kit.relay.handler import RelayHandler
 from channels_kit.relay.protocol import ScopeError, request_id, scope_from_wire, scope_to_wire
+from tests.conftest import required_env
 from tests.relay_client import Socket, http_request, http_scope
 from tests.test_relay import RESEND, Cluster, http_seen, run, take_and_die
 
@@ -196,3 +197,37 @@ def test_a_post_the_project_says_is_safe_is_sent_again_with_the_same_request_id(
         assert request_id(ran[0]) == request_id(scope_from_wire(first["relay"]["scope"])) is not None
 
     run(redis_url, scenario)
+
+
+def test_the_layer_clock_reads_the_postgresql_server_clock(prefix):
+    from channels_kit.layers.postgres import PostgresChannelLayer
+
+    layer = PostgresChannelLayer(url=required_env("TEST_POSTGRES_URL"), prefix=prefix)
+
+    async def scenario():
+        behind = LayerClock(layer, wall=lambda: time.time() - 30)
+        await behind.ready()
+        assert behind.samples == 1 and behind.source == "the PostgreSQL server's clock"
+        assert abs(behind.offset - 30) < 0.5
+        behind.close()
+        await layer.close()
+
+    asyncio.run(scenario())
+
+
+def test_on_rabbitmq_the_hosts_clocks_are_used_and_said_so(prefix):
+    from channels_kit.layers.rabbitmq import RabbitMQChannelLayer
+
+    layer = RabbitMQChannelLayer(url=required_env("TEST_RABBITMQ_URL"), prefix=prefix)
+    clock = LayerClock(layer)
+    assert clock.read_server is None and "keep the hosts' clocks in sync" in clock.source
+    asyncio.run(clock.ready())  # at once: nothing to read
+    assert clock.offset == 0.0
+
+
+def test_relay_resend_methods_is_checked_at_start():
+    from channels_kit.relay.settings import resend_methods
+
+    assert resend_methods("get, Post") == {"GET", "POST"} and resend_methods("-") == frozenset()
+    with pytest.raises(ValueError, match=r"RELAY_RESEND_METHODS='GET P0ST'.*P0ST is not an HTTP method"):
+        resend_methods("GET P0ST")

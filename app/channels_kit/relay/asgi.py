@@ -13,7 +13,7 @@ from django.core.exceptions import ImproperlyConfigured
 from channels_kit.conf import channel_layer_from_env, env_float, env_int, env_str
 from channels_kit.layers.base import ChannelLayer
 from channels_kit.relay.interface import RelayApplication, RelaySettings
-from channels_kit.relay.settings import IDEMPOTENT_METHODS
+from channels_kit.relay.settings import IDEMPOTENT_METHODS, resend_methods
 
 IN_MEMORY_RELAY = (
     "the channel layer is Channels' in-memory one, which lives inside one process: the relay's "
@@ -29,18 +29,6 @@ def layer_from_env() -> ChannelLayer:
     if isinstance(layer, InMemoryChannelLayer):
         raise ImproperlyConfigured(IN_MEMORY_RELAY)
     return layer
-
-
-def resend_methods(value: str) -> frozenset[str]:
-    """``RELAY_RESEND_METHODS``: HTTP methods, separated by spaces or commas (``-``: none)."""
-    methods = frozenset(m.upper() for m in value.replace(",", " ").split() if m != "-")
-    bad = sorted(m for m in methods if not m.isascii() or not m.isalpha())
-    if bad:
-        raise ImproperlyConfigured(
-            f"RELAY_RESEND_METHODS={value!r}: {', '.join(bad)} is not an HTTP method; allowed: "
-            "method names separated by spaces or commas (e.g. 'GET HEAD OPTIONS PUT DELETE'), or '-' for none"
-        )
-    return methods
 
 
 def settings_from_env() -> RelaySettings:

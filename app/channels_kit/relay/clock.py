@@ -100,6 +100,9 @@ class LayerClock:
         """Returns once the offset was measured (or could not be, within a few seconds);
         at once after the first time. Starts the background refresh."""
         if self.read_server is None:
+            if self._ready is None:
+                self._ready = asyncio.Event()
+                logger.info("relay clock: %s", self.source)
             return
         if self._ready is None:
             self._ready = asyncio.Event()

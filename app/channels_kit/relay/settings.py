@@ -63,6 +63,18 @@ class RelaySettings:
             )
 
 
+def resend_methods(value: str) -> frozenset[str]:
+    """``RELAY_RESEND_METHODS``: HTTP methods, separated by spaces or commas (``-``: none)."""
+    methods = frozenset(m.upper() for m in value.replace(",", " ").split() if m != "-")
+    bad = sorted(m for m in methods if not m.isascii() or not m.isalpha())
+    if bad:
+        raise ValueError(
+            f"RELAY_RESEND_METHODS={value!r}: {', '.join(bad)} is not an HTTP method; allowed: "
+            "method names separated by spaces or commas (e.g. 'GET HEAD OPTIONS PUT DELETE'), or '-' for none"
+        )
+    return methods
+
+
 def _check(name: str, value: float, allowed: str, minimum: float, above: bool = False) -> None:
     if not (math.isfinite(value) and (value > minimum if above else value >= minimum)):
         raise ValueError(f"{name} must be {allowed}, not {value!r}")
