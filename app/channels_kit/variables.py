@@ -374,6 +374,12 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "RELAY_ALIVE_SECONDS", 1.0, RELAY, "seconds between the workers' signs of life", allowed=SECONDS
     ),
+    Variable(
+        "RELAY_RESEND_METHODS",
+        "DELETE GET HEAD OPTIONS PUT TRACE",
+        RELAY,
+        "HTTP methods sent again when their worker died (others: 502)",
+    ),
     # every process
     Variable("EVENT_LOOP", "auto", "event loop", "auto, uvloop or asyncio"),
     Variable(

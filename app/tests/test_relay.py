@@ -137,9 +137,12 @@ class Cluster:
         await socket.opened()
         return relay, socket
 
-    def start_worker(self, name: str, channels=WORK_CHANNELS, **options) -> KitWorker:
+    def start_worker(self, name: str, channels=WORK_CHANNELS, skew: float = 0.0, **options) -> KitWorker:
+        """A worker serving ``channels``; ``skew``: seconds its host's clock is off."""
         layer = self.layer()
         app = project_application(name)
+        handler = RelayHandler(app, layer, taken_notice=0.1)
+        handler.clock.wall = lambda: time.time() + skew
         options.setdefault("concurrency", 2)
         options.setdefault("publish_state", False)
         # Serving at once, as the relay's short test windows expect: the start-up probe of
@@ -149,7 +152,7 @@ class Cluster:
             application=app,
             channels=channels,
             channel_layer=layer,
-            relay_handler=RelayHandler(app, layer, taken_notice=0.1),
+            relay_handler=handler,
             relay_channels=WORK_CHANNELS,
             **options,
         )
@@ -605,7 +608,7 @@ def test_a_request_whose_worker_died_is_sent_again(redis_url):
     async def scenario(cluster: Cluster):
         relay = cluster.interface(timeout=30, **RESEND)
         dying = asyncio.ensure_future(take_and_die(cluster, "http.request", beats=0.6))
-        request = asyncio.ensure_future(http_request(relay, "/again", b"body", "POST"))
+        request = asyncio.ensure_future(http_request(relay, "/again", b"body", "PUT"))
         await asyncio.wait_for(dying, 5)
         cluster.start_worker("w2")
         status, _, body = await asyncio.wait_for(request, 10)

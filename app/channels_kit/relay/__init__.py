@@ -21,4 +21,5 @@ Both:
 
 - ``protocol``: channel names, message types and the scope on the wire, described for
   other implementations in ``docs/relay-protocol.md`` of the kit's repository.
+- ``clock``: the layer server's time, by which deadlines and start windows are set and judged.
 """

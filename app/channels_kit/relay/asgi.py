@@ -13,6 +13,7 @@ from django.core.exceptions import ImproperlyConfigured
 from channels_kit.conf import channel_layer_from_env, env_float, env_int, env_str
 from channels_kit.layers.base import ChannelLayer
 from channels_kit.relay.interface import RelayApplication, RelaySettings
+from channels_kit.relay.settings import IDEMPOTENT_METHODS, resend_methods
 
 IN_MEMORY_RELAY = (
     "the channel layer is Channels' in-memory one, which lives inside one process: the relay's "
@@ -44,6 +45,7 @@ def settings_from_env() -> RelaySettings:
         worker_check=env_float("RELAY_WORKER_CHECK_SECONDS", 2.0),
         resend_after=None if resend <= 0 else resend,
         alive_every=env_float("RELAY_ALIVE_SECONDS", 1.0),
+        resend_methods=resend_methods(env_str("RELAY_RESEND_METHODS", " ".join(sorted(IDEMPOTENT_METHODS)))),
     )
 
 

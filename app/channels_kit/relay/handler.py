@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any
 
 from channels.exceptions import ChannelFull
@@ -24,6 +23,7 @@ from channels_kit.drops import dropped
 from channels_kit.layers.base import ChannelLayer
 from channels_kit.observe.consumer_errors import errors_logger
 from channels_kit.observe.worker_state import worker_identity
+from channels_kit.relay.clock import LayerClock
 from channels_kit.relay.consumer_state import RelayEvent, current_event, install_consumer_hook
 from channels_kit.relay.http_exchange import TAKEN_NOTICE_SECONDS, HttpExchange
 from channels_kit.relay.outbox import (
@@ -39,6 +39,7 @@ from channels_kit.relay.protocol import (
     HTTP_CHANNELS,
     WEBSOCKET_CHANNELS,
     WEBSOCKET_DISCONNECT,
+    ScopeError,
     alive_every,
     event_id,
     expired,
@@ -65,7 +66,10 @@ class RelayHandler:
 
     A message past its deadline (the interface answered 503 or moved on) is dropped
     unrun; ``expired`` counts them. So is one taken after its ``start_by`` (the interface
-    presumed it lost and sent it again); ``stale`` counts those. While it runs a message
+    presumed it lost and sent it again); ``stale`` counts those. Both are judged by the
+    layer server's clock (``clock.LayerClock``), the one the interface set them by, so a
+    skew between the two hosts changes nothing. A message whose scope holds what no
+    interface sends (a forged one) is dropped; ``refused`` counts those. While it runs a message
     whose envelope asks for beats (``alive_every``), the handler tells the interface it
     is alive (``relay.alive``), so that only a dead worker's messages are sent again.
     """
@@ -78,17 +82,29 @@ class RelayHandler:
         self.layer = channel_layer
         self.taken_notice = taken_notice
         self.identity = worker_identity()
+        self.clock = LayerClock(channel_layer)
         self.expired = 0
         self.stale = 0
+        self.refused = 0
 
     async def __call__(self, channel: str, message: dict) -> bool:
-        if expired(message):
+        await self.clock.ready()
+        try:
+            return await self._run(channel, message)
+        except ScopeError as error:
+            self.refused += 1
+            errors_logger.error("dropping a %s message with a scope no interface sends: %s", channel, error)
+            return False
+
+    async def _run(self, channel: str, message: dict) -> bool:
+        now = self.clock.now()
+        if expired(message, now):
             self.expired += 1
             # The interface answered for it already (503, a close code): a WARNING, counted.
             reply = message.get("relay", {}).get("reply", "?")
             dropped("relay message", "expired", channel, detail=f"for {reply}, past its deadline")
             return True
-        if stale(message):
+        if stale(message, now):
             self.stale += 1
             logger.info(
                 "dropping a %s message taken after its start_by (the interface sent it again)", channel
@@ -103,7 +119,9 @@ class RelayHandler:
     # --- HTTP ----------------------------------------------------------------------
 
     async def _http(self, message: dict) -> bool:
-        exchange = HttpExchange(self.application, self.layer, self.identity, message, self.taken_notice)
+        exchange = HttpExchange(
+            self.application, self.layer, self.identity, message, self.taken_notice, now=self.clock.now
+        )
         return await exchange.run()
 
     # --- WebSocket -------------------------------------------------------------------
@@ -137,7 +155,7 @@ class RelayHandler:
 
         token = current_event.set(event)
         error = False
-        limit = asyncio.timeout(max(0.0, relay["deadline"] - time.time()))
+        limit = asyncio.timeout(max(0.0, relay["deadline"] - self.clock.now()))
         beats: list[asyncio.Task] = []
         beat_timer = None if event.disconnecting else self._start_beats(relay, beats)
         try:

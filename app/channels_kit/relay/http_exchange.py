@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from channels_kit.layers.base import ChannelLayer
@@ -44,11 +44,13 @@ class HttpExchange:
         identity: str,
         message: dict,
         taken_notice: float = TAKEN_NOTICE_SECONDS,
+        now: Callable[[], float] = time.time,
     ) -> None:
         self.application = application
         self.layer = layer
         self.identity = identity
         self.taken_notice = taken_notice
+        self.now = now  # the clock the envelope's deadline is in (the layer's)
         self.relay = message["relay"]
         self.reply: str = self.relay["reply"]
         self.scope = scope_from_wire(self.relay["scope"])
@@ -69,7 +71,7 @@ class HttpExchange:
         app = asyncio.ensure_future(self.application(self.scope, self.receive, self.send))
         try:
             # No response start before the deadline: the interface has answered 503 already.
-            await asyncio.wait({app}, timeout=max(0.0, self.relay["deadline"] - time.time()))
+            await asyncio.wait({app}, timeout=max(0.0, self.relay["deadline"] - self.now()))
             if not app.done() and self.status is None:
                 logger.warning("%s: no response within the relay timeout; cancelled", self.what)
                 app.cancel()

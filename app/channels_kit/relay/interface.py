@@ -19,7 +19,6 @@ import asyncio
 import collections
 import json
 import logging
-import time
 import uuid
 from collections.abc import Coroutine
 from typing import Any
@@ -27,6 +26,7 @@ from typing import Any
 from channels.exceptions import ChannelFull
 
 from channels_kit.layers.base import ChannelLayer
+from channels_kit.relay.clock import LayerClock
 from channels_kit.relay.groups import GroupRegistry
 from channels_kit.relay.protocol import (
     ALIVE,
@@ -120,6 +120,8 @@ class RelayApplication:
         self.layer = layer
         self.settings = settings or RelaySettings()
         self.stats = RelayStats()
+        # Deadlines and start windows are in the layer server's time, which workers read too.
+        self.clock = LayerClock(layer)
         self._prefix: str | None = None
         self._registry: GroupRegistry | None = None
         self._background: set[asyncio.Task] = set()
@@ -189,6 +191,7 @@ class RelayApplication:
             await self._refuse(send, 413, f"request body larger than {self.settings.max_body} bytes")
             return
         self.stats.http_requests += 1
+        await self.clock.ready()
         if await self.no_worker(HTTP_REQUEST):
             self.stats.http_no_worker += 1
             await self._refuse(send, 503, f"no worker serves {HTTP_REQUEST}")
@@ -199,8 +202,15 @@ class RelayApplication:
             scope=self.wire_scope(scope, reply),
             event={"type": "http.request", "body": body, "more_body": False},
             timeout=self.settings.timeout,
+            now=self.clock.now(),
         )
-        delivery = Delivery(message, self.settings.resend_after, self.settings.alive_every)
+        delivery = Delivery(
+            message,
+            self.settings.resend_after,
+            self.settings.alive_every,
+            now=self.clock.now,
+            resend=scope.get("method", "GET").upper() in self.settings.resend_methods,
+        )
         inbox = Inbox(self.layer, reply)
         try:
             await delivery.send_first(self.layer, HTTP_REQUEST)
@@ -230,7 +240,10 @@ class RelayApplication:
                     self.background(self._orphaned(inbox, worker_channel, deadline))
                     inbox = None
                     return
-                if message is None and not started and time.time() < deadline:
+                if message is None and not started and not delivery.past_deadline():
+                    if delivery.worker_lost():
+                        await self._worker_lost(send, delivery)
+                        return
                     if delivery.presumed_lost():
                         self.stats.http_resent += 1
                         relayed = delivery.message["relay"]["scope"]
@@ -280,7 +293,7 @@ class RelayApplication:
         """The client left before the response ended: tell the worker (once it is known)."""
         try:
             while worker_channel is None:
-                message = await inbox.get(deadline - time.time())
+                message = await inbox.get(deadline - self.clock.now())
                 if message is None or message.get("type") == "http.response.start":
                     return  # nobody took it in time, or the response is under way anyway
                 if message.get("type") == HTTP_TAKEN:
@@ -290,6 +303,18 @@ class RelayApplication:
             logger.exception("could not tell a worker that its client went away")
         finally:
             inbox.close()
+
+    async def _worker_lost(self, send: Send, delivery: Delivery) -> None:
+        """The worker running a request that is not sent again (a POST) fell silent: 502 now."""
+        self.stats.http_worker_lost += 1
+        relayed = delivery.message["relay"]["scope"]
+        method, path = relayed.get("method"), relayed.get("path")
+        logger.warning("the worker running %s %s fell silent; answered 502, not sent again", method, path)
+        reason = (
+            f"the worker running this {method} request stopped answering: it may have run in part, "
+            "and it is not sent again (RELAY_RESEND_METHODS); check before you retry"
+        )
+        await self._refuse(send, 502, reason)
 
     async def _health(self, send: Send) -> None:
         body = {
@@ -308,7 +333,7 @@ class RelayApplication:
         await _respond(send, 200, json.dumps(body).encode(), b"application/json", served_by)
 
     async def _refuse(self, send: Send, status: int, reason: str) -> None:
-        """An error the interface answers for the workers (413, 503), as plain text."""
+        """An error the interface answers for the workers (413, 502, 503), as plain text."""
         body = f"{reason}\n".encode()
         await _respond(send, status, body, b"text/plain; charset=utf-8", self._identity_header)
 
@@ -324,5 +349,6 @@ class RelayApplication:
                     await self._registry.close()
                 if self.workers is not None:
                     self.workers.close()
+                self.clock.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return

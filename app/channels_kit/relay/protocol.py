@@ -7,10 +7,13 @@ describes it for anyone writing another interface server.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 # The ASGI callables a connection is served through.
 Receive = Callable[[], Awaitable[dict]]
@@ -105,19 +108,92 @@ def scope_to_wire(scope: Mapping[str, Any], extra: Mapping[str, Any] | None = No
     return wire
 
 
-def _pair(value: Iterable[Any] | None) -> tuple[Any, ...] | None:
-    return None if value is None else tuple(value)
+class ScopeError(ValueError):
+    """A scope on the wire that no interface server would send (a forged layer message?)."""
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _data(value: Any) -> bool:
+    return isinstance(value, (bytes, str))
+
+
+def _address(value: Any) -> bool:
+    return (
+        isinstance(value, (list, tuple))
+        and len(value) == 2
+        and isinstance(value[0], str)
+        and (value[1] is None or (isinstance(value[1], int) and not isinstance(value[1], bool)))
+    )
+
+
+def _headers(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and all(
+        isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(part, bytes) for part in pair)
+        for pair in value
+    )
+
+
+def _relay(value: Any) -> bool:
+    return isinstance(value, Mapping) and all(isinstance(k, str) and _text(v) for k, v in value.items())
+
+
+# What each scope key may hold on the wire; a worker drops any other key.
+SCOPE_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "type": lambda v: v in ("http", "websocket"),
+    "asgi": lambda v: isinstance(v, Mapping) and all(isinstance(k, str) and _text(x) for k, x in v.items()),
+    "http_version": _text,
+    "method": _text,
+    "scheme": _text,
+    "path": _text,
+    "raw_path": _data,
+    "query_string": _data,
+    "root_path": _text,
+    "headers": _headers,
+    "client": _address,
+    "server": _address,
+    "subprotocols": lambda v: isinstance(v, (list, tuple)) and all(_text(item) for item in v),
+    "relay": _relay,
+}
+assert tuple(SCOPE_CHECKS) == SCOPE_KEYS
 
 
 def scope_from_wire(wire: Mapping[str, Any]) -> dict[str, Any]:
-    """An ASGI scope rebuilt from ``scope_to_wire``: headers as byte pairs, addresses as tuples."""
-    scope = dict(wire)
-    scope["headers"] = [(bytes(name), bytes(value)) for name, value in wire.get("headers", [])]
+    """An ASGI scope rebuilt from ``scope_to_wire``: headers as byte pairs, addresses as tuples.
+
+    Only ``SCOPE_KEYS`` are kept, so that a message forged on the layer cannot hand the
+    application a ``user`` or a ``session``; a kept key of the wrong type (headers that are
+    not byte pairs, say) raises ``ScopeError``, and so does a scope without ``type``.
+    """
+    if not isinstance(wire, Mapping):
+        raise ScopeError(f"the scope must be a mapping, not {type(wire).__name__}")
+    dropped = sorted(str(key) for key in wire if key not in SCOPE_CHECKS)
+    if dropped:
+        logger.warning("dropped scope keys no interface server sends: %s", ", ".join(dropped))
+    scope: dict[str, Any] = {}
+    for key, check in SCOPE_CHECKS.items():
+        if key not in wire:
+            continue
+        if not check(wire[key]):
+            raise ScopeError(f"scope key {key!r} holds {type(wire[key]).__name__} {wire[key]!r:.80}")
+        scope[key] = wire[key]
+    if "type" not in scope:
+        raise ScopeError("the scope has no type")
+    scope["headers"] = [(bytes(name), bytes(value)) for name, value in scope.get("headers", [])]
     for key in ("client", "server"):
         if key in scope:
-            scope[key] = _pair(scope[key])
+            scope[key] = tuple(scope[key])
+    for key in ("raw_path", "query_string"):
+        if isinstance(scope.get(key), str):
+            scope[key] = scope[key].encode("latin-1")
     if "subprotocols" in scope:
         scope["subprotocols"] = list(scope["subprotocols"])
+    if "asgi" in scope:
+        scope["asgi"] = dict(scope["asgi"])
+    if "relay" in scope:
+        scope["relay"] = dict(scope["relay"])
     scope.setdefault("asgi", {"version": "3.0"})
     return scope
 
@@ -128,11 +204,14 @@ def work_message(
     scope: Mapping[str, Any],
     event: Mapping[str, Any],
     timeout: float,
+    now: float | None = None,
     **relay: Any,
 ) -> dict[str, Any]:
     """A message for a work channel: the ASGI ``event`` for the application, and the relay
-    envelope (reply channel, scope, deadline and, for WebSockets, ``seq`` and ``state``)."""
-    envelope = {"reply": reply, "scope": scope, "deadline": time.time() + timeout, **relay}
+    envelope (reply channel, scope, deadline and, for WebSockets, ``seq`` and ``state``).
+    ``now``: the time the deadline counts from, by the layer's clock (``clock.LayerClock``)."""
+    start = now if now is not None else time.time()
+    envelope = {"reply": reply, "scope": scope, "deadline": start + timeout, **relay}
     return {"type": "relay.work", "relay": envelope, "event": dict(event)}
 
 
@@ -168,6 +247,15 @@ def event_id(envelope: Mapping[str, Any]) -> str | None:
     """``<socket channel>#<seq>``: the same for every attempt of one WebSocket event."""
     seq = envelope.get("seq")
     return None if seq is None else f"{envelope['reply']}#{seq}"
+
+
+def request_id(scope: Mapping[str, Any]) -> str | None:
+    """The id of a relayed request (``request.scope`` in a Django view), the same for every
+    attempt: a view whose effect must happen once, with its method in
+    ``RELAY_RESEND_METHODS``, keys it by this. None outside relay mode."""
+    relay = scope.get("relay")
+    channel = relay.get("channel") if isinstance(relay, Mapping) else None
+    return channel if isinstance(channel, str) else None
 
 
 def expired(message: Mapping[str, Any], now: float | None = None) -> bool:

@@ -21,7 +21,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from channels.exceptions import ChannelFull
@@ -40,14 +41,22 @@ NOTICE_BEATS = 2
 class Delivery:
     """One work message on its way to a worker: its attempts and when it is presumed lost.
 
-    ``resend_after`` None turns resends off (``lost_at`` is never reached).
+    ``resend_after`` None turns resends off (``lost_at`` is never reached). ``resend``
+    False (a POST, unless the project said it is safe to repeat) keeps the beats but never
+    sends again: ``worker_lost()`` then says its worker died while running it. ``now`` is the
+    layer's clock (``clock.LayerClock.now``), which ``deadline`` and ``start_by`` are in.
     """
 
     message: dict[str, Any]
     resend_after: float | None
     alive_every: float
+    now: Callable[[], float] = field(default=time.time)
+    resend: bool = True
     attempt: int = 0
     heard: float | None = None
+    # The worker said the message is handled (its relay.done or response arrived, even if
+    # not processed yet): it is never presumed lost again.
+    answered: bool = False
 
     def __post_init__(self) -> None:
         self.next_attempt()
@@ -63,29 +72,39 @@ class Delivery:
         relay = self.message["relay"]
         relay["attempt"] = self.attempt
         if self.resend_after is not None:
-            window = self.resend_after * 2 ** (self.attempt - 1)
-            relay["start_by"] = min(time.time() + window, self.deadline)
             relay["alive_every"] = self.alive_every
+            if self.resend:
+                window = self.resend_after * 2 ** (self.attempt - 1)
+                relay["start_by"] = min(self.now() + window, self.deadline)
 
     def heard_from(self) -> None:
         """A worker spoke of the message (taken, alive)."""
-        self.heard = time.time()
+        self.heard = self.now()
 
     def lost_at(self) -> float:
-        """Unix time at which the message is presumed lost if nothing more is heard of it."""
-        if self.resend_after is None:
+        """Time (the layer's) at which the message is presumed lost if nothing more is heard of it."""
+        if self.resend_after is None or self.answered:
             return math.inf
         if self.heard is not None:
             return self.heard + SILENT_BEATS * self.alive_every
+        if not self.resend:
+            return math.inf  # it may wait in the queue until its deadline: it was not taken
         return float(self.message["relay"]["start_by"]) + NOTICE_BEATS * self.alive_every
 
     def wait_limit(self) -> float:
         """Seconds to wait for an answer before looking again (the deadline, or presumed lost)."""
-        return max(0.0, min(self.deadline, self.lost_at()) - time.time())
+        return max(0.0, min(self.deadline, self.lost_at()) - self.now())
 
     def presumed_lost(self) -> bool:
-        now = time.time()
+        now = self.now()
         return now < self.deadline and now >= self.lost_at()
+
+    def past_deadline(self) -> bool:
+        return self.now() >= self.deadline
+
+    def worker_lost(self) -> bool:
+        """A message that is not sent again whose worker fell silent while running it."""
+        return not self.resend and self.heard is not None and self.presumed_lost()
 
     async def send_first(self, layer: ChannelLayer, channel: str) -> None:
         """The first send. A full channel raises; any other layer error (a broker restarting)

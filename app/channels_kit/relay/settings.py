@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 
 from channels_kit.observe.identity import server_identity, server_role
 
+# RFC 9110 9.2.2: requests whose repetition has the effect of one.
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+
 
 @dataclass
 class RelaySettings:
@@ -38,6 +41,9 @@ class RelaySettings:
     resend_after: float | None = 4.0
     # Seconds between two "still running it" beats of the worker holding a message.
     alive_every: float = 1.0
+    # HTTP methods sent again when their worker is presumed dead (RFC 9110's idempotent
+    # ones by default); a request of another method whose worker died gets 502.
+    resend_methods: frozenset[str] = IDEMPOTENT_METHODS
     identity: str = field(default_factory=server_identity)
     role: str = field(default_factory=server_role)
 
@@ -55,6 +61,18 @@ class RelaySettings:
             _check(
                 "resend_after", self.resend_after, "a number of seconds above 0 (None: never)", 0, above=True
             )
+
+
+def resend_methods(value: str) -> frozenset[str]:
+    """``RELAY_RESEND_METHODS``: HTTP methods, separated by spaces or commas (``-``: none)."""
+    methods = frozenset(m.upper() for m in value.replace(",", " ").split() if m != "-")
+    bad = sorted(m for m in methods if not m.isascii() or not m.isalpha())
+    if bad:
+        raise ValueError(
+            f"RELAY_RESEND_METHODS={value!r}: {', '.join(bad)} is not an HTTP method; allowed: "
+            "method names separated by spaces or commas (e.g. 'GET HEAD OPTIONS PUT DELETE'), or '-' for none"
+        )
+    return methods
 
 
 def _check(name: str, value: float, allowed: str, minimum: float, above: bool = False) -> None:
@@ -77,4 +95,5 @@ class RelayStats:
     http_no_worker: int = 0
     websocket_no_worker: int = 0
     http_resent: int = 0
+    http_worker_lost: int = 0
     websocket_events_resent: int = 0

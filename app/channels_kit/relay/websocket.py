@@ -13,7 +13,6 @@ import asyncio
 import collections
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
@@ -21,6 +20,7 @@ from channels.exceptions import ChannelFull
 
 from channels_kit.drops import dropped
 from channels_kit.layers.base import ChannelLayer
+from channels_kit.relay.clock import LayerClock
 from channels_kit.relay.groups import GroupRegistry
 from channels_kit.relay.protocol import (
     ALIVE,
@@ -67,6 +67,7 @@ class SocketHost(Protocol):
     layer: ChannelLayer
     settings: RelaySettings
     stats: RelayStats
+    clock: LayerClock
 
     async def new_channel(self) -> str: ...
 
@@ -83,8 +84,11 @@ class WebsocketConnection:
     """One client socket in relay mode.
 
     Messages on the connection's channel (the worker's ``websocket.*`` replies,
-    ``relay.done``, group changes, direct layer messages) are handled by a reader of
-    their own, beside the dispatcher that sends the socket's events to the workers.
+    ``relay.done``, group changes, direct layer messages) are handled in order by a task
+    of their own, beside the dispatcher that sends the socket's events to the workers. A
+    reader in front of it notes at once what tells whether the worker lives (its beats,
+    the event's ``relay.done``): a reply that waits (a group join while the group's shard
+    is down) never makes the event look lost and run again.
     """
 
     CONNECTING, OPEN, CLOSING, CLOSED = "connecting", "open", "closing", "closed"
@@ -107,6 +111,7 @@ class WebsocketConnection:
         self._early: list[dict] = []
         self._opened = asyncio.Event()
         self._reader: asyncio.Task | None = None
+        self._replies: asyncio.Queue[dict] = asyncio.Queue()
 
     async def run(self) -> None:
         """Serve the socket until the client goes; the queued events then finish in the background."""
@@ -114,6 +119,7 @@ class WebsocketConnection:
         if connect["type"] != "websocket.connect":
             return
         self.app.stats.websocket_connections += 1
+        await self.app.clock.ready()
         self.channel = await self.app.new_channel()
         self.wire_scope = self.app.wire_scope(self.scope, self.channel)
         self.registry = await self.app.registry()
@@ -168,7 +174,7 @@ class WebsocketConnection:
                 if channel == WEBSOCKET_CONNECT and await self.app.no_worker(WEBSOCKET_CONNECT):
                     # Nobody would take it: say so now (4503), not after the timeout.
                     self.app.stats.websocket_no_worker += 1
-                    await self._settle_connect("no worker", time.time())
+                    await self._settle_connect("no worker", self.app.clock.now())
                     continue
                 outcome, deadline = await self._send_event(channel, event, wait=True)
                 if channel == WEBSOCKET_CONNECT:
@@ -195,6 +201,7 @@ class WebsocketConnection:
             scope=self.wire_scope,
             event=event,
             timeout=settings.timeout,
+            now=self.app.clock.now(),
             seq=self._seq,
             state=self.consumer_state,
         )
@@ -204,7 +211,7 @@ class WebsocketConnection:
                 await self.layer.send(channel, message)
                 self.app.stats.websocket_events += 1
                 return "sent", deadline
-            delivery = Delivery(message, settings.resend_after, settings.alive_every)
+            delivery = Delivery(message, settings.resend_after, settings.alive_every, now=self.app.clock.now)
             done: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
             self._inflight = (self._seq, done, delivery)
             await delivery.send_first(self.layer, channel)
@@ -213,7 +220,7 @@ class WebsocketConnection:
                 await asyncio.wait({done}, timeout=delivery.wait_limit())
                 if done.done():
                     break
-                if time.time() >= deadline:
+                if delivery.past_deadline():
                     raise TimeoutError
                 if delivery.presumed_lost():
                     self.app.stats.websocket_events_resent += 1
@@ -243,7 +250,7 @@ class WebsocketConnection:
             return
         if outcome == "done":
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._opened.wait(), deadline - time.time())
+                await asyncio.wait_for(self._opened.wait(), deadline - self.app.clock.now())
             if self.state != self.CONNECTING:
                 return
         if self.answered:
@@ -258,18 +265,40 @@ class WebsocketConnection:
     # --- from the workers and the layer ---------------------------------------------------
 
     async def _read_replies(self) -> None:
+        """Read the socket's channel: beats and ``relay.done`` noted at once, every reply
+        but the beats handled in order by ``_handle_replies``."""
+        handling = asyncio.ensure_future(self._handle_replies())
         try:
             while True:
                 for message in unbatch(await self.layer.receive(self.channel)):
-                    try:
-                        await self._handle(message)
-                    except Exception:
-                        logger.exception("handling %s on socket %s failed", message.get("type"), self.channel)
+                    self._note_worker(message)
+                    if message.get("type") != ALIVE:
+                        self._replies.put_nowait(message)
         except Exception:
             # The layer failed for good (redis-py retries the passing failures): without
             # replies the socket is useless, so say so rather than leave it hanging.
             logger.exception("reading the replies of socket %s failed; closing it", self.channel)
             await self._close(CLOSE_CONSUMER_ERROR)
+        finally:
+            handling.cancel()
+
+    def _note_worker(self, message: dict) -> None:
+        """A beat or the ``relay.done`` of the event in flight: its worker lives, or is done."""
+        kind = message.get("type")
+        if self._inflight is None or kind not in (ALIVE, DONE) or message.get("seq") != self._inflight[0]:
+            return
+        delivery = self._inflight[2]
+        delivery.heard_from()
+        if kind == DONE:
+            delivery.answered = True
+
+    async def _handle_replies(self) -> None:
+        while True:
+            message = await self._replies.get()
+            try:
+                await self._handle(message)
+            except Exception:
+                logger.exception("handling %s on socket %s failed", message.get("type"), self.channel)
 
     async def _handle(self, message: dict) -> None:
         """One message on the socket's channel, by type (``_HANDLERS``); the relay's own
@@ -282,10 +311,6 @@ class WebsocketConnection:
             logger.debug("ignoring %s on socket %s", kind, self.channel)
         else:
             self._enqueue_layer_event(message)
-
-    async def _on_alive(self, message: dict) -> None:
-        if self._inflight is not None and message.get("seq") == self._inflight[0]:
-            self._inflight[2].heard_from()
 
     async def _on_done(self, message: dict) -> None:
         self.answered = True
@@ -323,7 +348,6 @@ class WebsocketConnection:
         await self.registry.discard(message["group"], self)
 
     _HANDLERS: dict[str, Callable[[WebsocketConnection, dict], Awaitable[None]]] = {
-        ALIVE: _on_alive,
         DONE: _on_done,
         "websocket.accept": _on_accept,
         "websocket.send": _on_send,

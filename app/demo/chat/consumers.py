@@ -197,10 +197,13 @@ class TaskConsumer(SyncConsumer):
         except (Task.DoesNotExist, KeyError, ValueError):
             logger.warning("task message for unknown task: %r", message)
             return
-        task.status = Task.Status.RUNNING
-        task.worker = server_identity()
-        task.started = timezone.now()
-        task.save(update_fields=["status", "worker", "started"])
+        # Taken only while pending: a second message for one task (sent again) runs nothing.
+        started, worker = timezone.now(), server_identity()
+        pending = Task.objects.filter(pk=task.pk, status=Task.Status.PENDING)
+        if not pending.update(status=Task.Status.RUNNING, worker=worker, started=started):
+            logger.warning("task %s is %s already; not run again", task.pk, task.status)
+            return
+        task.status, task.worker, task.started = Task.Status.RUNNING, worker, started
         try:
             seconds = min(float(task.payload.get("sleep", 0)), MAX_TASK_SECONDS)
             if seconds > 0:

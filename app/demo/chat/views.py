@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import uuid
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -15,6 +16,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from channels_kit.observe.identity import interface_identity, server_identity
+from channels_kit.relay.protocol import request_id
 from chat.models import ROOM_PATTERN, Message, Task
 
 DEFAULT_ROOM = "lobby"
@@ -23,6 +25,11 @@ CHANNELS_OFF = "this site runs without a channel layer (CHANNELS_ENABLED=false)"
 # GET /io/: how long the view blocks by default, and at most (milliseconds).
 IO_DEFAULT_MS = 50
 IO_MAX_MS = 1000
+# POST /tasks/?ms=: how long the answer may be held after the task is queued (milliseconds;
+# tests kill a worker in that window).
+TASK_HOLD_MAX_MS = 10000
+# Task ids derived from relayed request ids: a request sent again makes no second task.
+TASK_IDS = uuid.UUID("6f1d52a4-3b9e-4d0c-9a57-2c5e8b1f7d30")
 
 
 def recent_messages(room: str) -> list[Message]:
@@ -96,7 +103,10 @@ def history(request: HttpRequest, room: str) -> JsonResponse:
 @csrf_exempt  # JSON only: browsers cannot send application/json cross-site without CORS.
 @require_POST
 def create_task(request: HttpRequest) -> JsonResponse:
-    """Queue a job on the body's ``channel`` (default ``thumbnail``); answer 202 with its id."""
+    """Queue a job on the body's ``channel`` (default ``thumbnail``); answer 202 with its id.
+
+    ``?ms=<n>`` holds the answer ``n`` ms after the job is queued (at most 10 s), for tests
+    that stop a worker in the middle of a POST."""
     if request.content_type != "application/json":
         return JsonResponse({"error": "send Content-Type: application/json"}, status=415)
     try:
@@ -112,10 +122,30 @@ def create_task(request: HttpRequest) -> JsonResponse:
     if channel not in Task.Channel.values:
         choices = ", ".join(Task.Channel.values)
         return JsonResponse({"error": f'"channel" must be one of: {choices}'}, status=400)
-    task = Task.objects.create(channel=channel, payload=payload)
-    async_to_sync(layer.send)(channel, {"type": "task.run", "id": str(task.pk)})
+    task, created = _task_for(request, channel, payload)
+    if created or task.status == Task.Status.PENDING:  # a first attempt may have died before sending
+        async_to_sync(layer.send)(channel, {"type": "task.run", "id": str(task.pk)})
+    time.sleep(_hold_ms(request) / 1000)
     body = task.as_json() | {"url": f"/tasks/{task.pk}"}
     return JsonResponse(body, status=202)
+
+
+def _task_for(request: HttpRequest, channel: str, payload: dict) -> tuple[Task, bool]:
+    """The request's task, and whether it is new. In relay mode one per request id, so a
+    request the relay sends again (``RELAY_RESEND_METHODS`` with POST) queues nothing twice."""
+    relayed = request_id(getattr(request, "scope", {}))
+    if relayed is None:
+        return Task.objects.create(channel=channel, payload=payload), True
+    pk = uuid.uuid5(TASK_IDS, relayed)
+    return Task.objects.get_or_create(pk=pk, defaults={"channel": channel, "payload": payload})
+
+
+def _hold_ms(request: HttpRequest) -> int:
+    try:
+        ms = int(request.GET.get("ms", 0))
+    except ValueError:
+        return 0
+    return min(max(ms, 0), TASK_HOLD_MAX_MS)
 
 
 @require_GET
