@@ -125,6 +125,13 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("REDIS_URL", None, LAYER, "a platform's Redis, when REDIS_URLS and REDIS_TLS_URL are unset"),
     Variable("REDIS_PASSWORD", None, LAYER, "the password of Redis URLs that carry none"),
     Variable("REDIS_SOCKET_TIMEOUT", 30.0, LAYER, "seconds a Redis reply may take", allowed=SECONDS),
+    Variable(
+        "REDIS_COMMAND_TIMEOUT",
+        0.5,
+        LAYER,
+        "seconds a Redis command that does not block may go unanswered before its shard counts as hung",
+        allowed=SECONDS,
+    ),
     Variable("REDIS_CONNECT_TIMEOUT", 5.0, LAYER, "seconds a Redis connection may take", allowed=SECONDS),
     Variable(
         "REDIS_HEALTH_CHECK_INTERVAL",
