@@ -68,15 +68,30 @@ class Member(ChatMember):
             self.closes += 1
 
 
-def group_shards(rooms: list[str]) -> dict[str, int]:
-    """The shard (0: redis-1, 1: redis-2) of each room's group, as the stack's layer places it."""
-    code = (
-        "import json, sys\n"
-        "from channels_kit.conf import channel_layer_from_env\n"
-        "layer = channel_layer_from_env()\n"
-        "print(json.dumps({r: layer.consistent_hash('chat.' + r) for r in sys.argv[1:]}))\n"
-    )
-    return json.loads(service_exec("worker", "python", "-c", code, *rooms).stdout.strip().splitlines()[-1])
+PLACEMENT = """
+import asyncio, json, sys
+from channels_kit.conf import channel_layer_from_env
+layer = channel_layer_from_env()
+
+async def placement(room):
+    group = layer.consistent_hash("chat." + room)
+    members = await layer.connection(group).zrange(layer._group_key("chat." + room), 0, -1)
+    return room, {"group": group, "members": [layer.consistent_hash(m.decode()) for m in members]}
+
+async def main():
+    found = dict(await asyncio.gather(*(placement(room) for room in sys.argv[1:])))
+    await layer.close_pools()
+    print(json.dumps(found))
+
+asyncio.run(main())
+"""
+
+
+def placement(rooms: list[str]) -> dict[str, dict]:
+    """Where the stack's layer keeps each room: its group's shard (0: redis-1, 1: redis-2) and
+    the shard of each member's inbox (its interface server's own channel)."""
+    found = service_exec("worker", "python", "-c", PLACEMENT, *rooms).stdout.strip().splitlines()[-1]
+    return json.loads(found)
 
 
 def at_socket_timeout(value: str) -> None:
@@ -104,84 +119,140 @@ def default_socket_timeout():
 def test_a_shard_paused_under_chat_and_tasks_stalls_nothing_beyond_it(default_socket_timeout, capsys):
     tag = uuid.uuid4().hex[:6]
     rooms = [f"e2e-hang-{tag}-{n}" for n in range(ROOMS)]
-    shards = group_shards(rooms)
-    healthy = {room for room in rooms if shards[room] == 0}
-    assert healthy and len(healthy) < ROOMS, f"all rooms' groups on one shard: {shards}"
     members = [Member(n, rooms[n % ROOMS]) for n in range(ROOMS * MEMBERS)]
     since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - 1))
+    found: dict[str, dict] = {}
+    pause: dict[str, float | int] = {}
 
-    async def scenario() -> tuple[float, float, list[str]]:
-        done, now = asyncio.Event(), asyncio.Event()
-        now.set()
+    async def scenario() -> list[str]:
+        done, start = asyncio.Event(), asyncio.Event()
         total = PAUSE_AFTER + PAUSE_SECONDS + POST_AFTER_RETURN
-        started = time.monotonic()
-        runs = [
-            asyncio.ensure_future(m.run(now, lambda: time.monotonic() - started < total, done))
-            for m in members
-        ]
+        runs = [asyncio.ensure_future(m.run(start, lambda: posting(total), done)) for m in members]
+        deadline = time.monotonic() + 60
+        while sum(len(p["members"]) for p in found.values()) < len(members):
+            assert time.monotonic() < deadline, f"not every socket joined its room: {found}"
+            await asyncio.sleep(0.5)
+            found.update(await asyncio.to_thread(placement, rooms))
+        # The shard to pause: one that leaves some interface's inbox (and so some members) on
+        # the healthy shard, without which "healthy rooms" have no member to measure.
+        inboxes = {shard for p in found.values() for shard in p["members"]}
+        pause["shard"] = 1 if 0 in inboxes else 0
+        service = f"redis-{pause['shard'] + 1}"
+        pause["started"] = time.monotonic()
+        start.set()
         tasks = []
         await asyncio.sleep(PAUSE_AFTER)
-        await asyncio.to_thread(compose, "pause", "redis-2")
-        paused = time.monotonic()
+        await asyncio.to_thread(compose, "pause", service)
+        pause["at"] = time.monotonic()
         try:
-            while time.monotonic() - paused < PAUSE_SECONDS:
+            while time.monotonic() - pause["at"] < PAUSE_SECONDS:
                 tasks.append(await asyncio.to_thread(post_task, {"hang": len(tasks)}, "tasks"))
                 await asyncio.sleep(1)
         finally:
-            await asyncio.to_thread(compose, "unpause", "redis-2")
-        back = time.monotonic()
+            await asyncio.to_thread(compose, "unpause", service)
+        pause["back"] = time.monotonic()
         await asyncio.sleep(POST_AFTER_RETURN + 3)
         done.set()
         await asyncio.gather(*runs)
-        return paused, back, tasks
+        return tasks
 
-    paused, back, tasks = asyncio.run(scenario())
+    def posting(total: float) -> bool:
+        return time.monotonic() - pause["started"] < total
+
+    tasks = asyncio.run(scenario())
     statuses = [wait_for_task(task_id, timeout=60)["status"] for task_id in tasks]
     runs = task_runs(since)
-
-    posts = [(m, text, sent) for m in members for text, sent in m.sent.items()]
-    room_of = {m: m.room for m in members}
-    during = [(m, t, s) for m, t, s in posts if paused <= s <= back]
-    # Members that got posts during the pause: their interface's inbox is on the healthy shard.
-    reachable = {o for m, t, s in during for o in members if t in o.received and o.received[t] < back}
-    healthy_delays = sorted(
-        o.received[t] - s
-        for m, t, s in during
-        if m.room in healthy
-        for o in members
-        if room_of[o] == m.room and o in reachable and t in o.received
-    )
-    # From when on each room delivers every post to every member within the recovery bound.
-    late_rooms = {}
-    for room in rooms:
-        inroom = [o for o in members if o.room == room]
-        after = [(t, s) for m, t, s in posts if m.room == room and s >= back + RECOVERY_SECONDS]
-        bad = [t for t, s in after if any(t not in o.received or o.received[t] - s > 1.0 for o in inroom)]
-        if bad or not after:
-            late_rooms[room] = bad[:3]
-    twice = sum(1 for m in members for count in m.times.values() if count > 1)
-    closes = sum(m.closes for m in members)
-    expected = sum(MEMBERS for _ in posts)
-    delivered = sum(1 for m, t, _ in posts for o in members if o.room == m.room and t in o.received)
+    report = Report(members, found, int(pause["shard"]), pause["at"], pause["back"])
     ran_twice = {task: n for task, n in runs.items() if n > 1}
     with capsys.disabled():
         print(
-            f"\n  redis-2 paused {PAUSE_SECONDS:g} s ({len(healthy)}/{ROOMS} rooms' groups on the healthy "
-            f"shard; {len(reachable)}/{len(members)} sockets reached during it): {len(posts)} posts, "
-            f"{delivered}/{expected} deliveries; healthy rooms' delay max "
-            f"{healthy_delays[-1] if healthy_delays else float('nan'):.2f} s over {len(healthy_delays)}; "
-            f"{len(tasks)} tasks, {Counter(statuses)}, run twice {ran_twice}; {twice} repeated; "
-            f"{closes} closes; hellos {Counter(m.hellos for m in members)}; "
-            f"rooms late after return: {late_rooms}"
+            f"\n  redis-{int(pause['shard']) + 1} paused {PAUSE_SECONDS:g} s: {report.summary()}; "
+            f"{len(tasks)} tasks, {dict(Counter(statuses))}, run twice {ran_twice}"
         )
-    assert closes == 0
+    assert report.closes == 0
     assert statuses == ["done"] * len(tasks), Counter(statuses)
     assert not ran_twice, f"tasks run twice: {ran_twice}"
-    assert twice == 0, f"{twice} posts reached a member twice"
-    assert not late_rooms, (
-        f"rooms not delivering normally {RECOVERY_SECONDS:g} s after the return: {late_rooms}"
+    assert report.twice == 0, f"{report.twice} posts reached a member twice"
+    assert report.hellos == [1] * len(members), "a connect handler ran more than once"
+    assert not report.late_rooms, (
+        f"rooms not delivering normally {RECOVERY_SECONDS:g} s after the return: {report.late_rooms}"
     )
-    assert healthy_delays and healthy_delays[-1] <= HEALTHY_DELAY, (
-        f"healthy rooms delayed up to {healthy_delays[-1] if healthy_delays else None} s"
+    assert report.reachable == report.expected_reachable, (
+        f"{report.expected_reachable} members of healthy rooms have their inbox on the healthy shard, "
+        f"but {report.reachable} got posts during the pause"
     )
-    assert [m.hellos for m in members] == [1] * len(members), "a connect handler ran twice"
+    assert report.healthy_delays and report.healthy_delays[-1] <= HEALTHY_DELAY, (
+        f"healthy rooms delayed up to {report.healthy_delays[-1] if report.healthy_delays else None} s"
+    )
+
+
+class Report:
+    """What the members saw, around a pause from ``paused`` to ``back`` of shard ``shard``."""
+
+    def __init__(self, members: list[Member], found: dict[str, dict], shard: int, paused: float, back: float):
+        self.posts = [(m, text, sent) for m in members for text, sent in m.sent.items()]
+        healthy = {room for room, p in found.items() if p["group"] != shard}
+        self.healthy_rooms = len(healthy)
+        during = [(m, t, s) for m, t, s in self.posts if paused <= s <= back]
+        in_room = {room: [o for o in members if o.room == room] for room in found}
+        # Members of healthy rooms that got posts during the pause: those whose interface's
+        # inbox is on the healthy shard (how many there are: ``expected_reachable``).
+        reached = {
+            o
+            for m, t, _ in during
+            if m.room in healthy
+            for o in in_room[m.room]
+            if o.received.get(t, back) < back
+        }
+        self.reachable = len(reached)
+        self.expected_reachable = sum(1 for room in healthy for s in found[room]["members"] if s != shard)
+        self.healthy_delays = sorted(
+            o.received[t] - s
+            for m, t, s in during
+            if m.room in healthy
+            for o in in_room[m.room]
+            if o in reached and t in o.received
+        )
+        # The same rooms' delays before the pause: what the machine gives without a fault.
+        before = [(m, t, s) for m, t, s in self.posts if s < paused and m.room in healthy]
+        self.before_delays = sorted(
+            o.received[t] - s for m, t, s in before for o in in_room[m.room] if t in o.received
+        ) or [float("nan")]
+        # When the posts delayed beyond the bound were sent, in seconds after the pause began.
+        self.slow_sent = sorted(
+            {
+                round(s - paused, 1)
+                for m, t, s in during
+                if m.room in healthy
+                for o in in_room[m.room]
+                if o in reached and o.received.get(t, s) - s > HEALTHY_DELAY
+            }
+        )
+        self.late_rooms = {}
+        for room, inroom in in_room.items():
+            after = [(t, s) for m, t, s in self.posts if m.room == room and s >= back + RECOVERY_SECONDS]
+            bad = [t for t, s in after if any(t not in o.received or o.received[t] - s > 1.0 for o in inroom)]
+            if bad or not after:
+                self.late_rooms[room] = bad[:3]
+        self.twice = sum(1 for m in members for count in m.times.values() if count > 1)
+        self.closes = sum(m.closes for m in members)
+        self.hellos = [m.hellos for m in members]
+        self.expected = sum(len(in_room[m.room]) for m, _, _ in self.posts)
+        self.delivered = sum(1 for m, t, _ in self.posts for o in in_room[m.room] if t in o.received)
+
+    def summary(self) -> str:
+        delays = self.healthy_delays or [float("nan")]
+        over = sum(1 for d in delays if d > HEALTHY_DELAY)
+        p50, p99 = delays[len(delays) // 2], delays[int(len(delays) * 0.99)]
+        return "; ".join(
+            [
+                f"{len(self.posts)} posts, {self.delivered}/{self.expected} deliveries",
+                f"{self.healthy_rooms} rooms' groups on the healthy shard",
+                f"{self.reachable}/{self.expected_reachable} of their members reached",
+                f"their delays p50 {p50:.2f} s, p99 {p99:.2f} s, max {delays[-1]:.2f} s "
+                f"(before the pause: max {self.before_delays[-1]:.2f} s)",
+                f"{over} over {HEALTHY_DELAY:g} s (posted at {self.slow_sent[:8]} s into the pause)",
+                f"{self.twice} repeated; {self.closes} closes",
+                f"hellos {dict(Counter(self.hellos))}; rooms late after return: {self.late_rooms or 'none'}",
+            ]
+        )
