@@ -24,8 +24,8 @@ import pytest
 import websockets
 from test_backend import backend
 
-from conftest import WS_URL, compose, parts, post_task, service_exec, wait_for_task
-from kit_clients import ChatMember
+from conftest import BASE_URL, WS_URL, compose, parts, service_exec, wait_for_task
+from kit_clients import ChatMember, fetch
 
 pytestmark = [
     *parts("direct", "relay"),
@@ -76,7 +76,8 @@ layer = channel_layer_from_env()
 async def placement(room):
     group = layer.consistent_hash("chat." + room)
     members = await layer.connection(group).zrange(layer._group_key("chat." + room), 0, -1)
-    return room, {"group": group, "members": [layer.consistent_hash(m.decode()) for m in members]}
+    processes = {m.decode().split("!")[0]: layer.consistent_hash(m.decode()) for m in members}
+    return room, {"group": group, "members": len(members), "inboxes": processes}
 
 async def main():
     found = dict(await asyncio.gather(*(placement(room) for room in sys.argv[1:])))
@@ -88,8 +89,9 @@ asyncio.run(main())
 
 
 def placement(rooms: list[str]) -> dict[str, dict]:
-    """Where the stack's layer keeps each room: its group's shard (0: redis-1, 1: redis-2) and
-    the shard of each member's inbox (its interface server's own channel)."""
+    """Where the stack's layer keeps each room: its group's shard (0: redis-1, 1: redis-2), its
+    member channels' count, and the inbox shard of each interface process holding members
+    (its channels' common part: a Daphne's in direct mode, a relay's in relay mode)."""
     found = service_exec("worker", "python", "-c", PLACEMENT, *rooms).stdout.strip().splitlines()[-1]
     return json.loads(found)
 
@@ -103,6 +105,14 @@ def task_runs(since: str) -> Counter[str]:
     """How often each task ran to its end, from the workers' logs."""
     logs = compose("logs", "--no-color", "--since", since, "worker", "worker-slow").stdout
     return Counter(re.findall(r"task (\d+) (?:done|failed) on", logs))
+
+
+def queue_task(number: int) -> str:
+    """POST /tasks/ (the demo's background work), waiting as long as a paused shard may make it."""
+    body = json.dumps({"hang": number, "channel": "tasks"}).encode()
+    created = fetch(f"{BASE_URL}/tasks/", "POST", body, {"Content-Type": "application/json"}, timeout=90)
+    assert created.status == 202, created.body
+    return created.json()["id"]
 
 
 @pytest.fixture
@@ -129,24 +139,26 @@ def test_a_shard_paused_under_chat_and_tasks_stalls_nothing_beyond_it(default_so
         total = PAUSE_AFTER + PAUSE_SECONDS + POST_AFTER_RETURN
         runs = [asyncio.ensure_future(m.run(start, lambda: posting(total), done)) for m in members]
         deadline = time.monotonic() + 60
-        while sum(len(p["members"]) for p in found.values()) < len(members):
+        while not (all(m.hello for m in members) and all(p["members"] for p in found.values()) and found):
             assert time.monotonic() < deadline, f"not every socket joined its room: {found}"
             await asyncio.sleep(0.5)
             found.update(await asyncio.to_thread(placement, rooms))
         # The shard to pause: one that leaves some interface's inbox (and so some members) on
         # the healthy shard, without which "healthy rooms" have no member to measure.
-        inboxes = {shard for p in found.values() for shard in p["members"]}
+        inboxes = {shard for p in found.values() for shard in p["inboxes"].values()}
         pause["shard"] = 1 if 0 in inboxes else 0
         service = f"redis-{pause['shard'] + 1}"
         pause["started"] = time.monotonic()
         start.set()
-        tasks = []
+        posted = []
         await asyncio.sleep(PAUSE_AFTER)
         await asyncio.to_thread(compose, "pause", service)
         pause["at"] = time.monotonic()
         try:
             while time.monotonic() - pause["at"] < PAUSE_SECONDS:
-                tasks.append(await asyncio.to_thread(post_task, {"hang": len(tasks)}, "tasks"))
+                # Not awaited here: a request through a relay whose inbox is on the paused
+                # shard is answered once the shard is back.
+                posted.append(asyncio.ensure_future(asyncio.to_thread(queue_task, len(posted))))
                 await asyncio.sleep(1)
         finally:
             await asyncio.to_thread(compose, "unpause", service)
@@ -154,7 +166,7 @@ def test_a_shard_paused_under_chat_and_tasks_stalls_nothing_beyond_it(default_so
         await asyncio.sleep(POST_AFTER_RETURN + 3)
         done.set()
         await asyncio.gather(*runs)
-        return tasks
+        return await asyncio.gather(*posted)
 
     def posting(total: float) -> bool:
         return time.monotonic() - pause["started"] < total
@@ -177,9 +189,9 @@ def test_a_shard_paused_under_chat_and_tasks_stalls_nothing_beyond_it(default_so
     assert not report.late_rooms, (
         f"rooms not delivering normally {RECOVERY_SECONDS:g} s after the return: {report.late_rooms}"
     )
-    assert report.reachable == report.expected_reachable, (
-        f"{report.expected_reachable} members of healthy rooms have their inbox on the healthy shard, "
-        f"but {report.reachable} got posts during the pause"
+    assert report.reachable == report.expected_reachable and report.unreached_sockets == 0, (
+        f"{report.expected_reachable} interfaces have their inbox on the healthy shard, "
+        f"{report.reachable} got posts during the pause; {report.unreached_sockets} of their sockets none"
     )
     assert report.healthy_delays and report.healthy_delays[-1] <= HEALTHY_DELAY, (
         f"healthy rooms delayed up to {report.healthy_delays[-1] if report.healthy_delays else None} s"
@@ -195,17 +207,21 @@ class Report:
         self.healthy_rooms = len(healthy)
         during = [(m, t, s) for m, t, s in self.posts if paused <= s <= back]
         in_room = {room: [o for o in members if o.room == room] for room in found}
-        # Members of healthy rooms that got posts during the pause: those whose interface's
-        # inbox is on the healthy shard (how many there are: ``expected_reachable``).
-        reached = {
+        # The interface processes whose inbox is on the healthy shard: their sockets in healthy
+        # rooms must get every post at once; the others get nothing until the shard is back.
+        processes = {name: s for p in found.values() for name, s in p["inboxes"].items()}
+        self.expected_reachable = sum(1 for s in processes.values() if s != shard)
+        got = {
             o
             for m, t, _ in during
             if m.room in healthy
             for o in in_room[m.room]
             if o.received.get(t, back) < back
         }
-        self.reachable = len(reached)
-        self.expected_reachable = sum(1 for room in healthy for s in found[room]["members"] if s != shard)
+        reached_interfaces = {o.hello["interface"] for o in got}
+        self.reachable = len(reached_interfaces)
+        reached = {o for room in healthy for o in in_room[room] if o.hello["interface"] in reached_interfaces}
+        self.unreached_sockets = len(reached - got)
         self.healthy_delays = sorted(
             o.received[t] - s
             for m, t, s in during
@@ -233,7 +249,16 @@ class Report:
             after = [(t, s) for m, t, s in self.posts if m.room == room and s >= back + RECOVERY_SECONDS]
             bad = [t for t, s in after if any(t not in o.received or o.received[t] - s > 1.0 for o in inroom)]
             if bad or not after:
-                self.late_rooms[room] = bad[:3]
+                # The first late posts, with when they were sent (after the return) and their delays.
+                sent_at = dict(after)
+                self.late_rooms[room] = [
+                    (
+                        t,
+                        round(sent_at[t] - back, 1),
+                        [round(o.received[t] - sent_at[t], 1) if t in o.received else None for o in inroom],
+                    )
+                    for t in bad[:2]
+                ]
         self.twice = sum(1 for m in members for count in m.times.values() if count > 1)
         self.closes = sum(m.closes for m in members)
         self.hellos = [m.hellos for m in members]
@@ -248,7 +273,8 @@ class Report:
             [
                 f"{len(self.posts)} posts, {self.delivered}/{self.expected} deliveries",
                 f"{self.healthy_rooms} rooms' groups on the healthy shard",
-                f"{self.reachable}/{self.expected_reachable} of their members reached",
+                f"{self.reachable}/{self.expected_reachable} interfaces with a healthy inbox reached "
+                f"({self.unreached_sockets} of their sockets got nothing)",
                 f"their delays p50 {p50:.2f} s, p99 {p99:.2f} s, max {delays[-1]:.2f} s "
                 f"(before the pause: max {self.before_delays[-1]:.2f} s)",
                 f"{over} over {HEALTHY_DELAY:g} s (posted at {self.slow_sent[:8]} s into the pause)",
