@@ -321,6 +321,9 @@ class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
                 continue
             try:
                 accepted = await self._eval_send(index, channel, key, data, capacity)
+            except LateForDeadline as error:
+                failure = error  # it answered, too late for this message: another shard takes it
+                continue
             except OUTAGE_ERRORS as error:
                 self.health.failed(index, error)
                 failure = error
@@ -387,6 +390,10 @@ class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
                 )
             try:
                 accepted = await self._eval_send(index, channel, key, data, self.get_capacity(channel))
+            except LateForDeadline:
+                if time.monotonic() > deadline:
+                    raise
+                continue  # it answered, too late (a slow moment): again, with a new deadline
             except OUTAGE_ERRORS as error:
                 self.health.failed(index, error)
                 if time.monotonic() + retry > deadline:
