@@ -457,9 +457,11 @@ def channel_layers_from_env() -> dict[str, Any]:
     if not urls:
         raise ImproperlyConfigured("CHANNEL_BACKEND=redis needs REDIS_URLS (or a platform's REDIS_URL)")
     require_extra("channels_redis", "redis", "a Redis URL is set, but the Redis backend")
-    return {
-        "default": {"BACKEND": REDIS_BACKEND, "CONFIG": common | {"hosts": [redis_host(u) for u in urls]}}
+    redis_config = {
+        "hosts": [redis_host(u) for u in urls],
+        "command_timeout": env_float("REDIS_COMMAND_TIMEOUT", 0.5),
     }
+    return {"default": {"BACKEND": REDIS_BACKEND, "CONFIG": common | redis_config}}
 
 
 def channel_layer_from_env() -> ChannelLayer:

@@ -130,6 +130,13 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("REDIS_USERNAME", None, LAYER, "the Redis ACL user of URLs that carry no credentials"),
     Variable("REDIS_PASSWORD", None, LAYER, f"the password of Redis URLs that carry none{OR_FILE}"),
     Variable("REDIS_SOCKET_TIMEOUT", 30.0, LAYER, "seconds a Redis reply may take", allowed=SECONDS),
+    Variable(
+        "REDIS_COMMAND_TIMEOUT",
+        0.5,
+        LAYER,
+        "seconds a Redis command that does not block may go unanswered before its shard counts as hung",
+        allowed=SECONDS,
+    ),
     Variable("REDIS_CONNECT_TIMEOUT", 5.0, LAYER, "seconds a Redis connection may take", allowed=SECONDS),
     Variable(
         "REDIS_HEALTH_CHECK_INTERVAL",

@@ -49,6 +49,7 @@ class ChatMember:
         self.number, self.room, self.ws_url, self.every = number, room, ws_url, every
         self.sent: dict[str, float] = {}  # text -> when it was sent
         self.closes = 0
+        self.hello: dict = {}  # the hello frame: who serves the socket
 
     def record(self, event: dict) -> None:
         raise NotImplementedError
@@ -56,7 +57,8 @@ class ChatMember:
     async def run(self, start: asyncio.Event, posting: Callable[[], bool], done: asyncio.Event) -> None:
         url = f"{self.ws_url}/ws/chat/{self.room}/"
         async with websockets.connect(url, origin="http://localhost", open_timeout=60) as socket:
-            assert json.loads(await socket.recv())["type"] == "hello"
+            self.hello = json.loads(await socket.recv())
+            assert self.hello["type"] == "hello", self.hello
             reader = asyncio.ensure_future(self._read(socket))
             await start.wait()
             while posting():

@@ -254,7 +254,8 @@ def addresses(tmp_path_factory) -> Iterator[dict[str, str]]:
             WORKER_REPLICAS="3",
             HTTP_PORT=str(PORT),
             DJANGO_ALLOWED_HOSTS=",".join(found.values()),
-            # Swarm's own default (5 s: swarm-up), not the 2 s of the compose end-to-end tests.
+            # The compose default (30 s), not the 2 s of the compose end-to-end tests: a lost
+            # host's silent connections are noticed by REDIS_COMMAND_TIMEOUT, not this.
             REDIS_SOCKET_TIMEOUT="",
         )
         assert deploy.returncode == 0, deploy.stdout + deploy.stderr

@@ -5,7 +5,10 @@
 - ``readers``: blocking reads that a cancelled ``receive()`` never loses a message to.
 - ``outages``: shards that stop answering or come back empty (``ShardHealth``,
   ``Memberships``), and what both of those and the readers use of the layer.
-- ``timeouts``: blocking reads kept below the client's socket timeout.
+- ``timeouts``: blocking reads kept below the client's socket timeout; the short timeout
+  of commands that do not block, which notices a hung shard.
+- ``clocks``: each send's deadline in its shard's clock, so a hung shard that wakes up
+  writes nothing it was sent before the sender gave up (no message twice).
 - ``full``: a shard out of memory (``noeviction``): its refusals told apart and logged.
 - ``inspector``: queue figures and worker states, for ``channels_status`` and ``/metrics``.
 """

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import socket
 import time
 from collections.abc import Mapping
 from typing import Any, TypeVar
@@ -49,6 +50,7 @@ from redis.backoff import ExponentialBackoff
 
 from channels_kit.drops import DROPS, dropped
 from channels_kit.layers.hashring import HashRing
+from channels_kit.layers.redis.clocks import LATE, LateForDeadline, ShardClocks
 from channels_kit.layers.redis.full import MemoryRefusals, out_of_memory
 from channels_kit.layers.redis.outages import (
     MAX_RETRY_SECONDS,
@@ -59,7 +61,13 @@ from channels_kit.layers.redis.outages import (
     ShardHealth,
 )
 from channels_kit.layers.redis.readers import GeneralChannelReader, ShardReader, SpecificChannelReader
-from channels_kit.layers.redis.timeouts import blocking_timeout_for
+from channels_kit.layers.redis.timeouts import (
+    DEFAULT_COMMAND_TIMEOUT,
+    blocking_read_timeout,
+    blocking_timeout_for,
+    command_timeout_for,
+    host_socket_timeout,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +76,9 @@ RECONNECT_RETRIES = 3
 # Connections of one process to one shard, and how long a command waits for a free one.
 DEFAULT_MAX_CONNECTIONS = 100
 DEFAULT_POOL_TIMEOUT = 20.0
+# TCP keepalive of the layer's connections (Linux): an idle connection to a host that
+# vanished is found dead after about 10 + 3 * 3 s, not at its next use.
+KEEPALIVE_OPTIONS = {"TCP_KEEPIDLE": 10, "TCP_KEEPINTVL": 3, "TCP_KEEPCNT": 3}
 
 Reader = TypeVar("Reader", bound=ShardReader)
 
@@ -87,7 +98,17 @@ def shard_name(host: Mapping[str, Any]) -> str:
 # lets every write after any first write through (trimming first made a full Redis take it).
 # A refused send trims the key's expired messages (deletions pass) and is tried once more.
 # The bound of the count is formatted in full: Lua's default 14 digits are ~100 µs off.
+# A send past its deadline (ARGV[5], in the shard's clock; 0: none) writes nothing and
+# returns -1: the shard hung meanwhile, and the sender gave the message to another (clocks).
 SEND_SCRIPT = """
+local deadline = tonumber(ARGV[5])
+if deadline > 0 then
+    if redis.replicate_commands then redis.replicate_commands() end
+    local clock = redis.call('TIME')
+    if tonumber(clock[1]) + tonumber(clock[2]) / 1000000 > deadline then
+        return -1
+    end
+end
 local now = tonumber(ARGV[2])
 local expiry = tonumber(ARGV[3])
 local accepted = 0
@@ -127,6 +148,12 @@ return full
 """
 
 
+def keepalive_options() -> dict[int, int]:
+    """``KEEPALIVE_OPTIONS`` as this platform's socket options (none where it lacks them)."""
+    options = KEEPALIVE_OPTIONS.items()
+    return {getattr(socket, name): value for name, value in options if hasattr(socket, name)}
+
+
 def redacted(name: str) -> str:
     """A shard's name for logs: a URL's password (``redis://:secret@host``) left out."""
     scheme, sep, rest = name.partition("://")
@@ -154,12 +181,19 @@ def check_addresses(hosts: list[Mapping[str, Any]]) -> None:
 class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
     """channels_redis's layer with consistent hashing, all-shard receives and idle-safe reads."""
 
-    def __init__(self, hosts: Any = None, **kwargs: Any) -> None:
+    def __init__(
+        self, hosts: Any = None, command_timeout: float = DEFAULT_COMMAND_TIMEOUT, **kwargs: Any
+    ) -> None:
         super().__init__(hosts=hosts, **kwargs)
         check_addresses(self.hosts)
         self.brpop_timeout = blocking_timeout_for(self.hosts, preferred=self.brpop_timeout)
+        self.command_timeout = command_timeout_for(self.hosts, preferred=command_timeout)
         self.ring = HashRing([shard_name(host) for host in self.hosts])
-        self.health = ShardHealth([redacted(shard_name(host)) for host in self.hosts])
+        self.health = ShardHealth(
+            [redacted(shard_name(host)) for host in self.hosts], probe=self._probe, drop_idle=self._drop_idle
+        )
+        self.clocks = ShardClocks(self.ring_size)
+        self._blocking: dict[tuple[asyncio.AbstractEventLoop, int], Redis] = {}
         self.refusals = MemoryRefusals(self.health.names)
         self.memberships = Memberships(self)
         self._readers: dict[tuple[asyncio.AbstractEventLoop, str], ShardReader] = {}
@@ -184,20 +218,63 @@ class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
         result = await connection.bzpopmin(key, timeout=self.brpop_timeout)
         return [] if result is None else [(result[1], float(result[2]))]
 
-    def create_pool(self, index: int) -> Any:
+    def create_pool(self, index: int, socket_timeout: float | None = None) -> Any:
         """A pool that retries a command on a fresh connection when Redis closed the old one,
         and makes a command wait for a free connection when all ``max_connections`` (100) are
         in use: redis-py's own pool refuses it (``MaxConnectionsError``), so a burst of sends
-        (a reconnect storm through a relay) failed. It waits ``pool_timeout`` (20 s) at most."""
+        (a reconnect storm through a relay) failed. It waits ``pool_timeout`` (20 s) at most.
+
+        Its connections wait ``socket_timeout`` for a reply (default: the command timeout;
+        the blocking reads' pool: ``blocking_connection``) and keep TCP alive."""
         host = dict(self.hosts[index])
-        host.setdefault("retry", Retry(ExponentialBackoff(cap=1.0, base=0.05), RECONNECT_RETRIES))
+        timeout = self.command_timeout if socket_timeout is None else socket_timeout
+        # Retried: a connection Redis closed (restart). Not a timeout: the shard hangs, and
+        # each retry would wait another timeout on it (the send goes elsewhere instead).
+        retry = Retry(
+            ExponentialBackoff(cap=1.0, base=0.05),
+            RECONNECT_RETRIES,
+            supported_errors=(redis.exceptions.ConnectionError,),
+        )
+        host.setdefault("retry", retry)
         host.setdefault("retry_on_error", [redis.exceptions.ConnectionError])
         if "address" not in host:
-            return create_pool(host)  # Sentinel: channels_redis's own
+            return create_pool(host | {"socket_timeout": timeout})  # Sentinel: channels_redis's own
         address = host.pop("address")
+        if address.startswith(("redis://", "rediss://")):
+            host.setdefault("socket_keepalive", True)
+            host.setdefault("socket_keepalive_options", keepalive_options())
         host.setdefault("max_connections", DEFAULT_MAX_CONNECTIONS)
         host["timeout"] = host.pop("pool_timeout", DEFAULT_POOL_TIMEOUT)
-        return redis.asyncio.BlockingConnectionPool.from_url(address, **host)
+        pool = redis.asyncio.BlockingConnectionPool.from_url(address, **host)
+        pool.connection_kwargs["socket_timeout"] = timeout  # over a URL's ?socket_timeout= too
+        return pool
+
+    def blocking_connection(self, index: int) -> Redis:
+        """The client of shard ``index`` for blocking reads, in this event loop: its socket
+        timeout is the blocking wait plus a command timeout (``blocking_read_timeout``)."""
+        for gone in [key for key in self._blocking if key[0].is_closed()]:
+            del self._blocking[gone]
+        key = (asyncio.get_running_loop(), index)
+        if key not in self._blocking:
+            timeout = blocking_read_timeout(
+                self.brpop_timeout, self.command_timeout, host_socket_timeout(self.hosts[index])
+            )
+            self._blocking[key] = Redis(connection_pool=self.create_pool(index, socket_timeout=timeout))
+        return self._blocking[key]
+
+    async def _probe(self, index: int) -> None:
+        """Whether shard ``index`` answers (a ping; its clock compared while at it)."""
+        connection = self.connection(index)
+        await connection.ping()
+        await self.clocks.measure(connection, index)
+
+    async def _drop_idle(self, index: int) -> None:
+        """Disconnect shard ``index``'s idle pooled connections in this event loop: after a
+        timeout they may all be dead (a lost host), and each would cost a timeout in turn."""
+        await self.connection(index).connection_pool.disconnect(inuse_connections=False)
+        blocking = self._blocking.get((asyncio.get_running_loop(), index))
+        if blocking is not None:
+            await blocking.connection_pool.disconnect(inuse_connections=False)
 
     # --- placement ---------------------------------------------------------------
 
@@ -214,8 +291,8 @@ class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
             return [self.consistent_hash(channel)]
         first = next(self._send_index_generator)
         order = [(first + offset) % self.ring_size for offset in range(self.ring_size)]
-        # Shards that failed a moment ago go last: tried only when the others are full.
-        return sorted(order, key=lambda index: not self.health.usable(index))
+        # Shards known down are not tried (until their probe finds them answering).
+        return [index for index in order if self.health.usable(index)]
 
     def _shard_capacity(self, channel: str, index: int) -> int:
         """A ``!`` channel's shard holds its whole capacity; a general channel's is split exactly."""
@@ -246,6 +323,9 @@ class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
                 continue
             try:
                 accepted = await self._eval_send(index, channel, key, data, capacity)
+            except LateForDeadline as error:
+                failure = error  # it answered, too late for this message: another shard takes it
+                continue
             except OUTAGE_ERRORS as error:
                 self.health.failed(index, error)
                 failure = error
@@ -255,16 +335,24 @@ class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
                 return
         if failure is not None:
             raise failure  # no shard took it, and one could not be asked
+        if not any(self.health.usable(index) for index in range(self.ring_size)):
+            raise redis.exceptions.ConnectionError(f"no Redis shard answers: {', '.join(self.health.names)}")
         raise ChannelFull()
 
     async def _eval_send(self, index: int, channel: str, key: str, data: bytes, capacity: int) -> bool:
         """Whether shard ``index`` took the message: not if the channel holds its capacity
-        there, nor if the shard is at its ``maxmemory`` (refused, logged: as full)."""
-        args = [data, time.time(), self.expiry, capacity]
+        there, nor if the shard is at its ``maxmemory`` (refused, logged: as full).
+        ``LateForDeadline`` when the shard ran it too late to count (it hung: clocks)."""
+        if self.clocks.due(index):
+            await self.clocks.measure(self.connection(index), index)
+        deadline = self.clocks.deadline(index, self.command_timeout)
+        args = [data, time.time(), self.expiry, capacity, deadline]
         accepted = await self._eval_writing(index, SEND_SCRIPT, [key], args)
         if accepted is None:
             self.refusals.refused(index, "send", f"a send to {channel}")
             return False
+        if accepted == LATE:
+            raise LateForDeadline(f"shard {self.health.names[index]} ran a send past its deadline")
         return bool(accepted)
 
     async def _eval_writing(self, index: int, script: str, keys: list[str], args: list[Any]) -> Any:
@@ -297,8 +385,17 @@ class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
         deadline = time.monotonic() + SPECIFIC_SEND_WAIT_SECONDS
         retry = RETRY_SECONDS
         while True:
+            if not await self.health.wait_usable(index, deadline - time.monotonic()):
+                raise redis.exceptions.ConnectionError(
+                    f"Redis shard {self.health.names[index]} of {channel} did not answer for "
+                    f"{SPECIFIC_SEND_WAIT_SECONDS:g} s"
+                )
             try:
                 accepted = await self._eval_send(index, channel, key, data, self.get_capacity(channel))
+            except LateForDeadline:
+                if time.monotonic() > deadline:
+                    raise
+                continue  # it answered, too late (a slow moment): again, with a new deadline
             except OUTAGE_ERRORS as error:
                 self.health.failed(index, error)
                 if time.monotonic() + retry > deadline:
@@ -389,40 +486,67 @@ class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
 
     async def group_send(self, group: str, message: dict) -> None:
         """Send to every member; members on a shard that does not answer miss it (logged),
-        the others get it. The group's own shard down: nobody gets it (logged)."""
+        the others get it, from every shard at once (a hung shard delays no other). The
+        group's own shard down: nobody gets it (logged)."""
         assert self.require_valid_group_name(group), "Group name not valid"
         key = self._group_key(group)
         index = self.consistent_hash(group)
         try:
+            if not self.health.usable(index):
+                raise redis.exceptions.ConnectionError("known down")
             connection = self.connection(index)
             await connection.zremrangebyscore(key, min=0, max=int(time.time()) - self.group_expiry)
             names = [member.decode("utf8") for member in await connection.zrange(key, 0, -1)]
         except OUTAGE_ERRORS as error:
-            self.health.failed(index, error)
+            if self.health.usable(index):
+                self.health.failed(index, error)
             logger.warning("group_send to %s: its shard does not answer; nobody got the message", group)
             return
+        self.health.answered(index)
         by_shard, messages, capacities = self._map_channel_keys_to_connection(names, message)
-        for shard, keys in by_shard.items():
-            args = [messages[k] for k in keys] + [capacities[k] for k in keys] + [time.time(), self.expiry]
-            try:
-                full = await self._eval_writing(shard, GROUP_SEND_SCRIPT, keys, args)
-            except OUTAGE_ERRORS as error:
-                self.health.failed(shard, error)
-                logger.warning(
-                    "group_send to %s: %d member channel(s) on a shard down missed it", group, len(keys)
+        await asyncio.gather(
+            *(
+                self._group_send_on(shard, group, keys, messages, capacities)
+                for shard, keys in by_shard.items()
+            )
+        )
+
+    async def _group_send_on(
+        self, shard: int, group: str, keys: list[str], messages: dict, capacities: dict
+    ) -> None:
+        """One shard's part of a group send: its member channels ``keys`` (their messages and
+        capacities by key)."""
+        if not self.health.usable(shard):
+            DROPS.count("group_send", "shard_down", len(keys))
+            logger.warning(
+                "group_send to %s: %d member channel(s) on a shard down missed it",
+                group,
+                len(keys),
+            )
+            return
+        args = [messages[k] for k in keys] + [capacities[k] for k in keys] + [time.time(), self.expiry]
+        try:
+            full = await self._eval_writing(shard, GROUP_SEND_SCRIPT, keys, args)
+        except OUTAGE_ERRORS as error:
+            self.health.failed(shard, error)
+            DROPS.count("group_send", "shard_down", len(keys))
+            logger.warning(
+                "group_send to %s: %d member channel(s) on a shard that does not answer missed it",
+                group,
+                len(keys),
+            )
+            return
+        self.health.answered(shard)
+        if full is None:
+            self._group_send_refused(shard, group, keys)
+        else:
+            for position in full:  # each a WARNING naming the channel, and counted
+                dropped(
+                    "group_send",
+                    "full",
+                    self._channel_of(keys[int(position) - 1]),
+                    detail=f"group {group}",
                 )
-                continue
-            self.health.answered(shard)
-            if full is None:
-                self._group_send_refused(shard, group, keys)
-            else:
-                for position in full:  # each a WARNING naming the channel, and counted
-                    dropped(
-                        "group_send",
-                        "full",
-                        self._channel_of(keys[int(position) - 1]),
-                        detail=f"group {group}",
-                    )
 
     def _group_send_refused(self, shard: int, group: str, keys: list[str]) -> None:
         """Shard ``shard``, at its ``maxmemory``, refused a group send to the member channels
@@ -442,4 +566,8 @@ class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
         self.memberships.stop()
         for reader in self._readers_of_this_loop():
             await reader.abort()
+        await self.health.stop_probes()
+        loop = asyncio.get_running_loop()
+        for key in [key for key in self._blocking if key[0] is loop]:
+            await self._blocking.pop(key).aclose(close_connection_pool=True)
         await super().close_pools()

@@ -1,10 +1,12 @@
 """A Redis shard that stops answering, and one that comes back empty.
 
-- ``ShardHealth``: which shards failed lately. General sends skip a failed shard for a
-  few seconds (another shard takes the message); a send to a ``!`` channel, which lives
-  on one shard, waits for it (up to 30 s); readers of a failed shard wait and try again
-  with backoff instead of failing their ``receive()``; every outage is logged once when
-  it starts and once when it ends.
+- ``ShardHealth``: which shards failed lately. A failed shard is skipped at once until a
+  probe (a ping every quarter second) finds it answering: general sends go to another
+  shard, a send to a ``!`` channel, which lives on one shard, waits for it (up to 30 s),
+  group sends skip its members, readers of it wait instead of failing their
+  ``receive()``; every outage is logged once when it starts and once when it ends. A hung
+  shard (a paused or lost host: connections open and silent) is noticed by the command
+  timeout (``timeouts``) and costs that once, not once per command.
 - ``Memberships``: the group memberships this process made. A shard that restarted has
   lost its data, group keys included: every couple of seconds each process checks a key
   of its own on every shard (``SET ... GET``), and when that key is gone it writes its
@@ -21,6 +23,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import redis.exceptions
@@ -28,15 +31,18 @@ from redis.asyncio import Redis
 
 logger = logging.getLogger(__name__)
 
-# What an unreachable (stopped, restarting, partitioned) Redis server raises.
+# What an unreachable (stopped, restarting, partitioned, hung) Redis server raises.
 OUTAGE_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
-# How long general sends skip a shard after it failed, before trying it again.
-SKIP_SECONDS = 2.0
 # A shard that failed counts as down (metrics) until it answers, or until this long has
 # passed without anyone here trying it again.
 DOWN_SECONDS = 15.0
-# A reader of a failed shard tries again after this long, doubling up to the maximum.
-RETRY_SECONDS, MAX_RETRY_SECONDS = 0.5, 5.0
+# A failed shard is probed this often (one ping, the command timeout) until it answers.
+PROBE_SECONDS = 0.25
+# Without a probe (no event loop to run one), a failed shard is tried again after this long.
+SKIP_SECONDS = 2.0
+# A reader of a shard that failed although the probe says it answers tries again after
+# this long, doubling up to the maximum.
+RETRY_SECONDS, MAX_RETRY_SECONDS = 0.5, 2.0
 # How long a send to a '!' channel waits for its shard to come back before it raises.
 SPECIFIC_SEND_WAIT_SECONDS = 30.0
 # How often a process checks that no shard lost its memberships, and how long its marker lives.
@@ -45,36 +51,95 @@ MARKER_TTL_SECONDS = 60
 
 
 class ShardHealth:
-    """Which shards of one layer failed lately."""
+    """Which shards failed lately. A shard that failed is skipped at once (fails fast) until a
+    probe finds it answering: no send, group send or read waits on a hung shard's timeout
+    twice. The first failure also drops the shard's idle pooled connections, which a lost host
+    left dead (each would wait a whole timeout before the pool tried a new one)."""
 
-    def __init__(self, names: list[str]) -> None:
+    def __init__(
+        self,
+        names: list[str],
+        probe: Callable[[int], Awaitable[Any]] | None = None,
+        drop_idle: Callable[[int], Awaitable[Any]] | None = None,
+    ) -> None:
         self.names = names
-        self.skip_until = [0.0] * len(names)
+        self.probe = probe
+        self.drop_idle = drop_idle
         self.failing = [False] * len(names)
         self.last_failure = [0.0] * len(names)
+        self._probes: dict[tuple[asyncio.AbstractEventLoop, int], asyncio.Task] = {}
 
     def down(self, index: int) -> bool:
         """Whether the shard failed lately and has not answered since (for metrics)."""
         return self.failing[index] and time.monotonic() - self.last_failure[index] < DOWN_SECONDS
 
     def usable(self, index: int) -> bool:
-        """False for a few seconds after the shard failed."""
-        return time.monotonic() >= self.skip_until[index]
+        """Whether to ask the shard now: it has not failed, or answered since. While it is
+        failing, a probe of this event loop checks it (started here when none runs)."""
+        if not self.failing[index]:
+            return True
+        if self.probe is None or not self._ensure_probe(index):
+            return time.monotonic() - self.last_failure[index] >= SKIP_SECONDS
+        return False
+
+    async def wait_usable(self, index: int, timeout: float) -> bool:
+        """Wait (at most ``timeout`` seconds) until the shard is usable; whether it is."""
+        deadline = time.monotonic() + timeout
+        while not self.usable(index):
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(min(PROBE_SECONDS / 2, max(0.0, deadline - time.monotonic())))
+        return True
 
     def failed(self, index: int, error: BaseException) -> None:
         self.last_failure[index] = time.monotonic()
-        self.skip_until[index] = time.monotonic() + SKIP_SECONDS
         if not self.failing[index]:
             self.failing[index] = True
             logger.warning(
                 "Redis shard %s is unreachable (%r): its share goes elsewhere", self.names[index], error
             )
+        if self.probe is not None:
+            self._ensure_probe(index, drop_idle=True)
 
     def answered(self, index: int) -> None:
         if self.failing[index]:
             self.failing[index] = False
-            self.skip_until[index] = 0.0
             logger.warning("Redis shard %s answers again", self.names[index])
+
+    def _ensure_probe(self, index: int, drop_idle: bool = False) -> bool:
+        """A probe of the shard runs in this event loop (started if need be); False outside one."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        for gone in [key for key, task in self._probes.items() if task.done() or key[0].is_closed()]:
+            del self._probes[gone]
+        if (loop, index) not in self._probes:
+            self._probes[(loop, index)] = loop.create_task(self._probe(index, drop_idle))
+        return True
+
+    async def _probe(self, index: int, drop_idle: bool) -> None:
+        """Ping the shard every ``PROBE_SECONDS`` until it answers (or the loop's pools close)."""
+        assert self.probe is not None
+        if drop_idle and self.drop_idle is not None:
+            with contextlib.suppress(Exception):
+                await self.drop_idle(index)
+        while self.failing[index]:
+            try:
+                await self.probe(index)
+            except OUTAGE_ERRORS:
+                self.last_failure[index] = time.monotonic()
+                await asyncio.sleep(PROBE_SECONDS)
+                continue
+            self.answered(index)
+
+    async def stop_probes(self) -> None:
+        """Cancel this event loop's probes (its pools are closing)."""
+        loop = asyncio.get_running_loop()
+        mine = [self._probes.pop(key) for key in [k for k in self._probes if k[0] is loop]]
+        for task in mine:
+            task.cancel()
+        await asyncio.gather(*mine, return_exceptions=True)
 
 
 class ShardedLayer(Protocol):
@@ -88,6 +153,8 @@ class ShardedLayer(Protocol):
     health: ShardHealth
 
     def connection(self, index: int) -> Redis: ...
+
+    def blocking_connection(self, index: int) -> Redis: ...
 
     def consistent_hash(self, value: str | bytes) -> int: ...
 
@@ -158,6 +225,8 @@ class Memberships:
         expired = time.time() - self.layer.group_expiry
         for key in [key for key, added in self.added.items() if added < expired]:
             del self.added[key]
+        if not self.layer.health.usable(index):
+            return 0  # its probe tells when it answers again
         connection = self.layer.connection(index)
         writing_back = False
         try:

@@ -59,24 +59,29 @@ class ShardReader:
         return 1
 
     async def _poll(self, index: int) -> None:
-        connection = self.layer.connection(index)
+        connection = self.layer.blocking_connection(index)
+        health = self.layer.health
         retry = RETRY_SECONDS
         task = asyncio.current_task()
         try:
             # A cancellation that got lost in redis-py (Python 3.11's wait_for) still ends the
             # poller: what the read fetched is delivered, and no other read starts.
             while self.wanted() and not (task is not None and task.cancelling()):
+                if not health.usable(index):
+                    # The shard is away (its probe says so): the waiters keep waiting (other
+                    # shards may deliver), and this poller reads again as soon as it answers.
+                    await health.wait_usable(index, MAX_RETRY_SECONDS)
+                    continue
                 try:
                     batch = await self.layer.pop_batch(connection, self.key, self.batch_size())
                 except OUTAGE_ERRORS as error:
-                    # The shard is away: the waiters keep waiting (other shards may deliver);
-                    # this poller tries again, less and less often.
-                    self.layer.health.failed(index, error)
-                    await asyncio.sleep(retry)
-                    retry = min(retry * 2, MAX_RETRY_SECONDS)
+                    if health.usable(index):  # the first to notice, or the probe disagrees
+                        health.failed(index, error)
+                        await asyncio.sleep(retry)
+                        retry = min(retry * 2, MAX_RETRY_SECONDS)
                     continue
                 retry = RETRY_SECONDS
-                self.layer.health.answered(index)
+                health.answered(index)
                 horizon = time.time() - self.layer.expiry
                 for member, score in batch:
                     if score < horizon:

@@ -4,6 +4,10 @@ redis-py 8 gives every connection a 5 s socket timeout by default, while channel
 blocks in ``BZPOPMIN`` for 5 s on an idle channel, so an idle ``receive()`` dies with
 ``TimeoutError`` (redis/redis-py#4091). The kit's layer blocks for at most half of the
 smallest socket timeout of its hosts instead.
+
+Commands that do not block have a short timeout of their own (``command_timeout_for``),
+and a blocking read waits its blocking time plus that (``blocking_read_timeout``): a hung
+shard is noticed within a command timeout, not after the whole socket timeout.
 """
 
 from __future__ import annotations
@@ -41,3 +45,25 @@ def blocking_timeout_for(hosts: Iterable[Mapping[str, Any]], preferred: float) -
     if not timeouts:
         return preferred
     return max(MIN_BLOCKING_TIMEOUT, min(preferred, min(timeouts) * BLOCKING_SHARE))
+
+
+# How long a command that does not block (a send, a group send, a membership change, a
+# ping) may go unanswered before its shard counts as hung: a paused or lost host answers
+# nothing and closes nothing, and only this timeout notices it.
+DEFAULT_COMMAND_TIMEOUT = 0.5
+
+
+def command_timeout_for(hosts: Iterable[Mapping[str, Any]], preferred: float) -> float:
+    """``preferred``, but never more than any host's socket timeout (the longest a reply may take)."""
+    timeouts = [t for t in (host_socket_timeout(h) for h in hosts) if t is not None]
+    return min([preferred, *timeouts])
+
+
+def blocking_read_timeout(
+    blocking_timeout: float, command_timeout: float, socket_timeout: float | None
+) -> float:
+    """The socket timeout of a blocking read: its wait plus one command's time, so that a shard
+    that hung during the wait is noticed a command timeout after the wait ends (not after the
+    whole socket timeout); within ``socket_timeout`` when there is one."""
+    wanted = blocking_timeout + command_timeout
+    return wanted if socket_timeout is None else min(wanted, socket_timeout)
