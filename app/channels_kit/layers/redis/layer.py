@@ -388,7 +388,7 @@ class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
             if not await self.health.wait_usable(index, deadline - time.monotonic()):
                 raise redis.exceptions.ConnectionError(
                     f"Redis shard {self.health.names[index]} of {channel} did not answer for "
-                    f"{SPECIFIC_SEND_WAIT_SECONDS:g} s"
+                    f"{SPECIFIC_SEND_WAIT_SECONDS:g} s (last: {self.health.last_error[index]})"
                 )
             try:
                 accepted = await self._eval_send(index, channel, key, data, self.get_capacity(channel))

@@ -50,6 +50,12 @@ CHECK_SECONDS = 2.0
 MARKER_TTL_SECONDS = 60
 
 
+def describe(error: BaseException) -> str:
+    """An error as a log line names it: its class and its message (a certificate refused,
+    a password wrong, a timeout), not redis-py's short repr."""
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
 class ShardHealth:
     """Which shards failed lately. A shard that failed is skipped at once (fails fast) until a
     probe finds it answering: no send, group send or read waits on a hung shard's timeout
@@ -67,6 +73,7 @@ class ShardHealth:
         self.drop_idle = drop_idle
         self.failing = [False] * len(names)
         self.last_failure = [0.0] * len(names)
+        self.last_error: list[str] = [""] * len(names)  # what the shard's last failure said
         self._probes: dict[tuple[asyncio.AbstractEventLoop, int], asyncio.Task] = {}
 
     def down(self, index: int) -> bool:
@@ -93,10 +100,13 @@ class ShardHealth:
 
     def failed(self, index: int, error: BaseException) -> None:
         self.last_failure[index] = time.monotonic()
+        self.last_error[index] = describe(error)
         if not self.failing[index]:
             self.failing[index] = True
             logger.warning(
-                "Redis shard %s is unreachable (%r): its share goes elsewhere", self.names[index], error
+                "Redis shard %s is unreachable (%s): its share goes elsewhere",
+                self.names[index],
+                self.last_error[index],
             )
         if self.probe is not None:
             self._ensure_probe(index, drop_idle=True)
@@ -127,8 +137,9 @@ class ShardHealth:
         while self.failing[index]:
             try:
                 await self.probe(index)
-            except OUTAGE_ERRORS:
+            except OUTAGE_ERRORS as error:
                 self.last_failure[index] = time.monotonic()
+                self.last_error[index] = describe(error)
                 await asyncio.sleep(PROBE_SECONDS)
                 continue
             self.answered(index)
