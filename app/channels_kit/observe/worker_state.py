@@ -42,10 +42,12 @@ def is_interface(state: WorkerState) -> bool:
 
 
 def interface_presence(identity: str, started: float) -> WorkerState:
-    """The state a relay interface publishes: ``identity`` (``<host>:<pid>``), no counters."""
+    """The state a relay interface publishes: ``identity`` (``<host>:<pid>``), no counters.
+    Its host is marked (``relay@<host>``): a worker in the same process (one-process mode, the
+    tests) publishes its own state under the plain identity, and neither overwrites the other."""
     host, _, pid = identity.rpartition(":")
     return WorkerState(
-        host=host,
+        host=f"relay@{host}",
         pid=int(pid) if pid.isdigit() else os.getpid(),
         channels=(INTERFACE_MARK,),
         busy=0,
