@@ -166,16 +166,17 @@ def test_with_the_hosts_own_clocks_a_worker_30_s_ahead_drops_every_copy(redis_ur
 def test_a_post_whose_worker_died_mid_run_gets_502_and_is_not_sent_again(redis_url):
     async def scenario(cluster: Cluster):
         relay = cluster.interface(timeout=30, **RESEND)
-        cluster.start_worker("w2")
         dying = asyncio.ensure_future(take_and_die(cluster, "http.request", beats=0.6))
         started = time.monotonic()
         before = len(http_seen)
-        status, headers, body = await http_request(relay, "/order", b"pay", "POST")
+        request = asyncio.ensure_future(http_request(relay, "/order", b"pay", "POST"))
+        first = await asyncio.wait_for(dying, 5)  # taken, alive for 0.6 s, then silent for good
+        cluster.start_worker("w2")  # a live worker from now on: the POST is still not sent again
+        status, headers, body = await asyncio.wait_for(request, 10)
         assert status == 502 and b"may have run in part" in body and b"RELAY_RESEND_METHODS" in body
         assert headers["x-relayed-by"] == "daphne/test"
         assert time.monotonic() - started < 0.6 + 4 * 0.2 + 1.0
         assert (relay.stats.http_resent, relay.stats.http_worker_lost) == (0, 1)
-        first = await dying
         assert "start_by" not in first["relay"], "a POST taken late must still run"
         await asyncio.sleep(0.5)
         assert not [seen for seen in http_seen[before:] if seen[1]["path"] == "/order"]
