@@ -10,6 +10,7 @@ message outside the layer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -17,11 +18,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from asgiref.compatibility import guarantee_single_callable
-from asgiref.sync import ThreadSensitiveContext
+from asgiref.sync import ThreadSensitiveContext, sync_to_async
+from django.db import connections
 
 from channels_kit.layers.base import ChannelLayer
 from channels_kit.observe.consumer_errors import errors_logger
 from channels_kit.observe.worker_state import ChannelStats
+
+# How long a round's end waits for its thread to close its database connections.
+CLOSE_SECONDS = 5.0
 
 logger = logging.getLogger(__name__)
 
@@ -357,29 +362,39 @@ class RelaySlot(Slot):
         """Take and run messages on one thread-sensitive context until stopping, or until a
         message is released: that one is finished here, with this round's thread."""
         async with ThreadSensitiveContext():
-            while not self._stopping:
-                message = await self._take()
-                if message is None:
-                    return
-                self.stats.received += 1
-                self.in_flight, self.in_flight_since = message, time.monotonic()
-                job = asyncio.ensure_future(self._handle(message))
-                try:
-                    if self.held is not None:
-                        await _wait_cancelling(job, self.held.release_after)
-                    if not job.done() and self.held is not None and self.held.take_place():
-                        self.holding[asyncio.current_task()] = (message, self.in_flight_since)
-                        self.in_flight = None
-                        released.set()
-                        try:
-                            await _wait_cancelling(job)
-                        finally:
-                            self.held.give_back()
-                            self.holding.pop(asyncio.current_task(), None)
-                        return
-                    await _wait_cancelling(job)
-                finally:
+            try:
+                await self._serve_round(released)
+            finally:
+                # This round's thread ends with it: its database connections (kept for
+                # CONN_MAX_AGE otherwise) are closed now, not left to the server's limit.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(sync_to_async(connections.close_all)(), CLOSE_SECONDS)
+
+    async def _serve_round(self, released: asyncio.Event) -> None:
+        """The messages of one round (``_round``), on its thread-sensitive context."""
+        while not self._stopping:
+            message = await self._take()
+            if message is None:
+                return
+            self.stats.received += 1
+            self.in_flight, self.in_flight_since = message, time.monotonic()
+            job = asyncio.ensure_future(self._handle(message))
+            try:
+                if self.held is not None:
+                    await _wait_cancelling(job, self.held.release_after)
+                if not job.done() and self.held is not None and self.held.take_place():
+                    self.holding[asyncio.current_task()] = (message, self.in_flight_since)
                     self.in_flight = None
+                    released.set()
+                    try:
+                        await _wait_cancelling(job)
+                    finally:
+                        self.held.give_back()
+                        self.holding.pop(asyncio.current_task(), None)
+                    return
+                await _wait_cancelling(job)
+            finally:
+                self.in_flight = None
 
     async def _handle(self, message: dict) -> None:
         try:
