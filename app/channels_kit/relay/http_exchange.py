@@ -67,6 +67,10 @@ class HttpExchange:
         """Run the request; True when the application answered below 500."""
         every = alive_every(self.relay)
         first_notice = every / 2 if every else self.taken_notice
+        if every and "start_by" not in self.relay:
+            # A request the interface never sends again (a POST): say it is taken at once, so
+            # that a worker killed before its first beat is noticed (502), not waited for.
+            first_notice = 0.0
         notice_timer = asyncio.get_running_loop().call_later(first_notice, self._notice_due, every)
         app = asyncio.ensure_future(self.application(self.scope, self.receive, self.send))
         try:
