@@ -50,6 +50,7 @@ class ChatMember:
         self.sent: dict[str, float] = {}  # text -> when it was sent
         self.closes = 0
         self.hello: dict = {}  # the hello frame: who serves the socket
+        self.hello_frames = 0  # one per run of the connect handler
 
     def record(self, event: dict) -> None:
         raise NotImplementedError
@@ -59,6 +60,7 @@ class ChatMember:
         async with websockets.connect(url, origin="http://localhost", open_timeout=60) as socket:
             self.hello = json.loads(await socket.recv())
             assert self.hello["type"] == "hello", self.hello
+            self.hello_frames = 1
             reader = asyncio.ensure_future(self._read(socket))
             await start.wait()
             while posting():
@@ -79,5 +81,7 @@ class ChatMember:
                 event = json.loads(frame)
                 if event.get("type") == "message":
                     self.record(event)
+                elif event.get("type") == "hello":
+                    self.hello_frames += 1
         except websockets.ConnectionClosed:
             self.closes += 1

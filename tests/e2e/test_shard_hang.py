@@ -21,7 +21,6 @@ import uuid
 from collections import Counter
 
 import pytest
-import websockets
 from test_backend import backend
 
 from conftest import BASE_URL, WS_URL, compose, parts, service_exec, wait_for_task
@@ -49,23 +48,10 @@ class Member(ChatMember):
         super().__init__(number, room, WS_URL, POST_EVERY)
         self.received: dict[str, float] = {}
         self.times: Counter[str] = Counter()
-        self.hellos = 1  # the first: ChatMember.run waits for it
 
     def record(self, event: dict) -> None:
         self.received.setdefault(event["message"], time.monotonic())
         self.times[event["message"]] += 1
-
-    async def _read(self, socket) -> None:
-        """As ``ChatMember``'s, counting hello frames too (one per run of the connect handler)."""
-        try:
-            async for frame in socket:
-                event = json.loads(frame)
-                if event.get("type") == "message":
-                    self.record(event)
-                elif event.get("type") == "hello":
-                    self.hellos += 1
-        except websockets.ConnectionClosed:
-            self.closes += 1
 
 
 PLACEMENT = """
@@ -261,7 +247,7 @@ class Report:
                 ]
         self.twice = sum(1 for m in members for count in m.times.values() if count > 1)
         self.closes = sum(m.closes for m in members)
-        self.hellos = [m.hellos for m in members]
+        self.hellos = [m.hello_frames for m in members]
         self.expected = sum(len(in_room[m.room]) for m, _, _ in self.posts)
         self.delivered = sum(1 for m, t, _ in self.posts for o in in_room[m.room] if t in o.received)
 

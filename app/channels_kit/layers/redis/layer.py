@@ -517,24 +517,14 @@ class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
         """One shard's part of a group send: its member channels ``keys`` (their messages and
         capacities by key)."""
         if not self.health.usable(shard):
-            DROPS.count("group_send", "shard_down", len(keys))
-            logger.warning(
-                "group_send to %s: %d member channel(s) on a shard down missed it",
-                group,
-                len(keys),
-            )
+            self._members_missed(group, keys, "a shard down")
             return
         args = [messages[k] for k in keys] + [capacities[k] for k in keys] + [time.time(), self.expiry]
         try:
             full = await self._eval_writing(shard, GROUP_SEND_SCRIPT, keys, args)
         except OUTAGE_ERRORS as error:
             self.health.failed(shard, error)
-            DROPS.count("group_send", "shard_down", len(keys))
-            logger.warning(
-                "group_send to %s: %d member channel(s) on a shard that does not answer missed it",
-                group,
-                len(keys),
-            )
+            self._members_missed(group, keys, "a shard that does not answer")
             return
         self.health.answered(shard)
         if full is None:
@@ -547,6 +537,11 @@ class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
                     self._channel_of(keys[int(position) - 1]),
                     detail=f"group {group}",
                 )
+
+    def _members_missed(self, group: str, keys: list[str], where: str) -> None:
+        """A group send's member channels ``keys`` on a shard it could not write: counted, logged."""
+        DROPS.count("group_send", "shard_down", len(keys))
+        logger.warning("group_send to %s: %d member channel(s) on %s missed it", group, len(keys), where)
 
     def _group_send_refused(self, shard: int, group: str, keys: list[str]) -> None:
         """Shard ``shard``, at its ``maxmemory``, refused a group send to the member channels
