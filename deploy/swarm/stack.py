@@ -11,6 +11,8 @@ Usage: docker compose ... config --format json | deploy/swarm/stack.py STACK [SE
   at the same place; a secret still in an environment variable (SECRETS below: a compose
   file of one's own) leaves the environment the same way, with NAME_FILE pointing there
   (the images' entrypoints and the package read it);
+- ``tmpfs`` entries (which `docker stack deploy` ignores: a read-only service could write
+  nowhere) become tmpfs mounts of the same path, size and mode;
 - the network becomes an attachable overlay named after the stack;
 - with SWARM_REGISTRY set (host:port), the kit's images (channels-kit/..., and the local
   stand-ins channels-kit-local/...) are named in that registry, where the nodes pull them.
@@ -52,6 +54,27 @@ def secrets_as_files(environment: dict) -> tuple[dict, list[str]]:
     return environment, mounts
 
 
+SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def tmpfs_mount(entry: str) -> dict:
+    """A compose ``tmpfs`` entry (``/tmp:mode=1777,size=16m``) as a tmpfs mount. Swarm's take
+    a size only; the mount is root's, with the mode of the image's directory (1777 for
+    /tmp): an owner, or another mode, cannot be kept, and is refused."""
+    target, _, options = entry.partition(":")
+    tmpfs: dict[str, int] = {}
+    for option in filter(None, options.split(",")):
+        key, _, value = option.partition("=")
+        if key == "mode" and int(value, 8) == 0o1777:
+            continue
+        if key == "size":
+            number, unit = value.rstrip("kmgKMG"), value[len(value.rstrip("kmgKMG")) :].lower()
+            tmpfs["size"] = int(number) * SIZE_UNITS[unit]
+        else:
+            raise SystemExit(f"tmpfs {entry!r}: Swarm cannot keep {option!r} (size, and mode 1777, only)")
+    return {"type": "tmpfs", "target": target, **({"tmpfs": tmpfs} if tmpfs else {})}
+
+
 def convert(config: dict, stack: str, only: list[str] | None = None) -> dict:
     """The stack file for ``config`` (a rendered compose project)."""
     used: set[str] = set()
@@ -66,6 +89,10 @@ def convert(config: dict, stack: str, only: list[str] | None = None) -> dict:
         service = {
             key: value for key, value in service.items() if key not in IGNORED_KEYS and value is not None
         }
+        tmpfs = service.pop("tmpfs", None) or []
+        if tmpfs:
+            entries = [tmpfs] if isinstance(tmpfs, str) else tmpfs
+            service["volumes"] = [*(service.get("volumes") or []), *map(tmpfs_mount, entries)]
         environment, mounts = secrets_as_files(dict(service.get("environment") or {}))
         if environment:
             service["environment"] = environment

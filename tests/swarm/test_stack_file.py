@@ -116,6 +116,15 @@ def test_swarm_specifics(tmp_path):
         "node.labels.channels-kit.redis == true"
     ]
     assert stack["networks"]["default"] == {"name": "st_default", "driver": "overlay", "attachable": True}
+    # `docker stack deploy` ignores `tmpfs:`: a read-only service gets its tmpfs as a mount.
+    for service in services.values():
+        assert "tmpfs" not in service
+        if service.get("read_only"):
+            assert any(v.get("type") == "tmpfs" and v["target"] == "/tmp" for v in service["volumes"])
+    assert {"type": "tmpfs", "target": "/tmp", "tmpfs": {"size": 16 * 2**20}} in services["redis-1"][
+        "volumes"
+    ]
+    assert not services["nginx"].get("read_only")
 
 
 APP_SERVICES = ("migrate", "static", "worker", "worker-slow")
@@ -128,13 +137,15 @@ def test_the_static_job_publishes_on_every_node_for_that_nodes_nginx(tmp_path):
     assert static["deploy"]["mode"] == "global-job"
     assert static["deploy"]["restart_policy"]["condition"] == "on-failure"
     assert static["image"] == services["worker"]["image"]
-    assert [(v["source"], v["target"]) for v in static["volumes"]] == [("static-files", "/srv/static")]
+    assert [(v["source"], v["target"]) for v in static["volumes"] if v["type"] != "tmpfs"] == [
+        ("static-files", "/srv/static")
+    ]
     (served,) = [v for v in nginx["volumes"] if v["target"] == "/srv/static"]
     assert served["source"] == "static-files" and served["read_only"] is True
     assert nginx["environment"]["STATIC_URL_PATH"] == "/static/"
     # The migrations job runs on one node: it publishes nothing (the static job does).
     assert migrate["environment"]["STATIC_PUBLISH_DIR"] == ""
-    assert "static-files" not in {v["source"] for v in migrate.get("volumes", [])}
+    assert "static-files" not in {v.get("source") for v in migrate.get("volumes", [])}
     # Through the image's entrypoint would need a role; the job copies the files itself, and
     # `docker stack deploy` turns $$ into $ (docker compose config keeps it escaped).
     assert static["entrypoint"][:2] == ["sh", "-c"]
