@@ -196,7 +196,7 @@ def test_a_shard_paused_under_chat_and_tasks_stalls_nothing_beyond_it(default_so
         f"rooms not delivering normally {RECOVERY_SECONDS:g} s after the return: {report.late_rooms}"
     )
     assert report.reachable == report.expected_reachable and report.unreached_sockets == 0, (
-        f"{report.expected_reachable} interfaces have their inbox and members of healthy rooms on the healthy shard, "
+        f"{report.expected_reachable} interfaces have their inbox and rooms on the healthy shard, "
         f"{report.reachable} got posts during the pause; {report.unreached_sockets} of their sockets none"
     )
     assert report.healthy_delays and report.healthy_delays[-1] <= HEALTHY_DELAY, (
@@ -278,7 +278,7 @@ class Report:
             [
                 f"{len(self.posts)} posts, {self.delivered}/{self.expected} deliveries",
                 f"{self.healthy_rooms} rooms' groups on the healthy shard",
-                f"{self.reachable}/{self.expected_reachable} interfaces with a healthy inbox and healthy rooms reached "
+                f"{self.reachable}/{self.expected_reachable} interfaces with inbox and rooms healthy reached "
                 f"({self.unreached_sockets} of their sockets got nothing)",
                 f"their delays p50 {p50:.2f} s, p99 {p99:.2f} s, max {delays[-1]:.2f} s "
                 f"(before the pause: max {self.before_delays[-1]:.2f} s)",
