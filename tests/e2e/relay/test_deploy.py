@@ -73,10 +73,24 @@ class ChatClient(ChatMember):
 
     def __init__(self, number: int, room: str) -> None:
         super().__init__(number, room, WS_URL, POST_EVERY)
-        self.received: set[str] = set()
+        self.received: dict[str, float] = {}  # text -> when it first arrived
 
     def record(self, event: dict) -> None:
-        self.received.add(event["message"])
+        self.received.setdefault(event["message"], time.monotonic())
+
+
+def delivery_delays(clients: list[ChatClient], since: float, until: float) -> list[float]:
+    """Sorted delays of every delivery of the posts sent between ``since`` and ``until``."""
+    sent = {text: at for c in clients for text, at in c.sent.items() if since <= at < until}
+    return sorted(c.received[t] - sent[t] for c in clients for t in c.received.keys() & sent.keys())
+
+
+def percentiles(delays: list[float]) -> str:
+    if not delays:
+        return "none"
+    p50, p99 = delays[len(delays) // 2], delays[int(len(delays) * 0.99)]
+    late = sum(1 for d in delays if d > 1.0)
+    return f"p50 {p50:.2f} s, p99 {p99:.2f} s, max {delays[-1]:.2f} s, {late} of {len(delays)} over 1 s"
 
 
 def test_rollout_under_load_drops_no_socket_and_loses_no_message(capsys):
@@ -84,6 +98,7 @@ def test_rollout_under_load_drops_no_socket_and_loses_no_message(capsys):
     before = worker_containers()
     rooms = [f"e2e-deploy-{n}-{uuid.uuid4().hex[:6]}" for n in range(ROOMS)]
     clients = [ChatClient(n, rooms[n % ROOMS]) for n in range(CLIENTS)]
+    window: dict[str, float] = {}
 
     async def scenario() -> subprocess.CompletedProcess:
         start, stop, done = asyncio.Event(), asyncio.Event(), asyncio.Event()
@@ -93,9 +108,14 @@ def test_rollout_under_load_drops_no_socket_and_loses_no_message(capsys):
             await asyncio.sleep(0.02)
         await asyncio.sleep(5)
         start.set()
+        started = time.monotonic()
         await asyncio.sleep(3)
+        window["start"] = time.monotonic()
         result = await asyncio.to_thread(rollout, "--tag", tag)
-        await asyncio.sleep(3)
+        window["end"] = time.monotonic()
+        # Posting on for 3 s, and for two posts of every client at least (a quick rollout
+        # left some with one: "too few posts").
+        await asyncio.sleep(max(3.0, started + 2 * POST_EVERY[1] + 1 - time.monotonic()))
         stop.set()
         # Let the last posts arrive: every member should get every post of its room.
         expected = {room: set() for room in rooms}
@@ -103,7 +123,7 @@ def test_rollout_under_load_drops_no_socket_and_loses_no_message(capsys):
         while time.monotonic() < deadline:
             for client in clients:
                 expected[client.room].update(client.sent)
-            if all(expected[c.room] <= c.received for c in clients):
+            if all(expected[c.room] <= c.received.keys() for c in clients):
                 break
             await asyncio.sleep(0.5)
         done.set()
@@ -117,14 +137,17 @@ def test_rollout_under_load_drops_no_socket_and_loses_no_message(capsys):
     posts = sum(len(c.sent) for c in clients)
     sent_in = {room: [t for c in clients if c.room == room for t in c.sent] for room in rooms}
     expected = sum(len(sent_in[c.room]) for c in clients)
-    delivered = sum(len(c.received & set(sent_in[c.room])) for c in clients)
+    delivered = sum(len(c.received.keys() & set(sent_in[c.room])) for c in clients)
     closes = sum(c.closes for c in clients)
     errors = sum(n for status, n in traffic.statuses.items() if status >= 500)
     with capsys.disabled():  # the counts go to the terminal, passed or not
         print(
             f"\nrollout to {tag} under load: {CLIENTS} sockets in {ROOMS} rooms, {posts} posts, "
             f"{delivered}/{expected} deliveries, {closes} closes, 0 reconnects, "
-            f"HTTP {dict(sorted(traffic.statuses.items()))} ({errors} 5xx)"
+            f"HTTP {dict(sorted(traffic.statuses.items()))} ({errors} 5xx); delivery delays before the "
+            f"rollout: {percentiles(delivery_delays(clients, 0, window['start']))}; during it "
+            f"({window['end'] - window['start']:.0f} s): "
+            f"{percentiles(delivery_delays(clients, window['start'], window['end']))}"
         )
     after = worker_containers()
     assert not set(before) & set(after), "some old worker containers are still there"

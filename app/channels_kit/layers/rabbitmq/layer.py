@@ -292,26 +292,15 @@ class RabbitMQChannelLayer(BaseChannelLayer):
         """Subscribe every waited-on channel again, trying until it works: a waiting
         ``receive()`` has nobody else to do it (a server away longer than
         ``reconnect_timeout``, or refusing channels while it starts)."""
-        try:
-            for reader in list(state.readers.values()):
-                if reader.waiting:
-                    await self._until_subscribed(state, reader)
-        except Exception:
-            if not state.closed:  # else the layer closed meanwhile: nobody to subscribe for
-                raise
-
-    async def _until_subscribed(self, state: _LoopState, reader: _Reader) -> None:
-        """Subscribe ``reader``, trying until it works once this loop was ever connected:
-        a waiting ``receive()`` has no deadline, whatever ``reconnect_timeout`` says. A
-        server never reached raises (a wrong URL is said at once)."""
         delay = RECONNECT_FIRST_DELAY
-        while True:
+        while not state.closed:
             try:
-                await self._retrying(lambda c: self._subscribe(state, reader, c))
+                await self._connection(state)
+                for reader in list(state.readers.values()):
+                    if reader.waiting:
+                        await self._retrying(lambda c, r=reader: self._subscribe(state, r, c))
                 return
-            except Exception as error:
-                if state.closed or state.generation == 0:
-                    raise
+            except Exception as error:  # noqa: BLE001 - logged, then tried again
                 logger.warning("resubscribing to RabbitMQ failed (%r); again in %.1f s", error, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_MAX_DELAY)
@@ -424,7 +413,7 @@ class RabbitMQChannelLayer(BaseChannelLayer):
         try:
             while True:
                 if reader.consumer_tag is None:
-                    await self._until_subscribed(state, reader)
+                    await self._retrying(lambda c: self._subscribe(state, reader, c))
                 delivery = await reader.buffer.get()
                 connection = state.connection
                 current = connection is not None and connection.is_open
