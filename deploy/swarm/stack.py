@@ -12,7 +12,7 @@ Usage: docker compose ... config --format json | deploy/swarm/stack.py STACK [SE
   file of one's own) leaves the environment the same way, with NAME_FILE pointing there
   (the images' entrypoints and the package read it);
 - ``tmpfs`` entries (which `docker stack deploy` ignores: a read-only service could write
-  nowhere) become tmpfs mounts of the same path, size and mode;
+  nowhere) become tmpfs mounts of the same path and size (``tmpfs_mount``);
 - the network becomes an attachable overlay named after the stack;
 - with SWARM_REGISTRY set (host:port), the kit's images (channels-kit/..., and the local
   stand-ins channels-kit-local/...) are named in that registry, where the nodes pull them.

@@ -10,11 +10,12 @@ until it returns: they are left out, and counted); every room delivers normally 
 of the shard's return; no task runs twice and every task is done; no post is stored twice;
 every socket got one hello frame (the connect handler ran once); no socket closed.
 
-Relay mode falls short of the 1 s goal for posts sent before its processes noticed the
-hang (RELAY_NOTICE_SECONDS): a send that timed out on the hung shard may still land when
-it returns, so the interface sends the event again only when it is presumed lost. Those
-posts are delivered late (up to the pause's length, 14.4 s seen) and some twice, with the
-same id (the page drops repeats); the bound holds from then on. Issue #27 keeps it open.
+In relay mode a socket whose interface has its inbox on the hung shard is cut off both
+ways: the relay sends a socket's events one at a time, the next after the last one's
+`relay.done`, which comes back through that inbox. Its first post of the pause gets through,
+the next ones wait until the shard returns (14.4 s late in one run, and the first one is sent
+again meanwhile: a repeat with the same id, which the page drops). Those posts are not held
+to the 1 s bound; they must arrive all the same. Issue #27 keeps the gap open.
 """
 
 from __future__ import annotations
@@ -42,9 +43,6 @@ ROOMS, MEMBERS = 8, 5
 POST_EVERY = (0.7, 1.3)
 PAUSE_AFTER, PAUSE_SECONDS, POST_AFTER_RETURN = 5.0, 15.0, 10.0
 HEALTHY_DELAY, RECOVERY_SECONDS = 1.0, 5.0
-# Seconds into the pause after which relay mode keeps the bound (see above); direct mode from the start.
-RELAY_NOTICE_SECONDS = 3.0
-NOTICE_SECONDS = RELAY_NOTICE_SECONDS if ASGI_MODE == "relay" else 0.0
 DEFAULT_SOCKET_TIMEOUT = "30"
 APP_SERVICES = ("daphne", "worker", "worker-slow")
 
@@ -212,13 +210,10 @@ def test_a_shard_paused_under_chat_and_tasks_stalls_nothing_beyond_it(default_so
         f"{report.expected_reachable} interfaces have their inbox and rooms on the healthy shard, "
         f"{report.reachable} got posts during the pause; {report.unreached_sockets} of their sockets none"
     )
-    assert report.noticed_delays and report.noticed_delays[-1] <= HEALTHY_DELAY, (
-        f"healthy rooms delayed up to {report.noticed_delays[-1] if report.noticed_delays else None} s "
-        f"for posts sent {NOTICE_SECONDS:g} s or more into the pause"
+    assert report.healthy_delays and report.healthy_delays[-1] <= HEALTHY_DELAY, (
+        f"healthy rooms delayed up to {report.healthy_delays[-1] if report.healthy_delays else None} s"
     )
-    assert report.missing_early == 0, (
-        f"{report.missing_early} deliveries of the pause's first posts never came"
-    )
+    assert report.held_missing == 0, f"{report.held_missing} deliveries of cut-off sockets' posts never came"
 
 
 class Report:
@@ -244,18 +239,20 @@ class Report:
         self.reachable = len(reached_interfaces)
         reached = {o for room in healthy for o in in_room[room] if o.hello["interface"] in reached_interfaces}
         self.unreached_sockets = len(reached - got)
+
+        # Relay mode: posts of sockets on an interface cut off by the hang (none of its sockets
+        # got anything) are held until the shard returns (see above): counted apart.
+        def cut_off(member: Member) -> bool:
+            return ASGI_MODE == "relay" and member.hello["interface"] not in reached_interfaces
+
         measured = [
-            (o, t, s) for m, t, s in during if m.room in healthy for o in in_room[m.room] if o in reached
+            (m, o, t, s) for m, t, s in during if m.room in healthy for o in in_room[m.room] if o in reached
         ]
-        self.healthy_delays = sorted(o.received[t] - s for o, t, s in measured if t in o.received)
-        # From the moment the bound must hold (NOTICE_SECONDS into the pause); the posts before
-        # it must arrive all the same.
-        self.noticed_delays = sorted(
-            o.received[t] - s for o, t, s in measured if t in o.received and s >= paused + NOTICE_SECONDS
+        self.healthy_delays = sorted(
+            o.received[t] - s for m, o, t, s in measured if not cut_off(m) and t in o.received
         )
-        self.missing_early = sum(
-            1 for o, t, s in measured if t not in o.received and s < paused + NOTICE_SECONDS
-        )
+        self.held = sum(1 for m, *_ in measured if cut_off(m))
+        self.held_missing = sum(1 for m, o, t, _ in measured if cut_off(m) and t not in o.received)
         # The same rooms' delays before the pause: what the machine gives without a fault.
         before = [(m, t, s) for m, t, s in self.posts if s < paused and m.room in healthy]
         self.before_delays = sorted(
@@ -265,10 +262,8 @@ class Report:
         self.slow_sent = sorted(
             {
                 round(s - paused, 1)
-                for m, t, s in during
-                if m.room in healthy
-                for o in in_room[m.room]
-                if o in reached and o.received.get(t, s) - s > HEALTHY_DELAY
+                for m, o, t, s in measured
+                if not cut_off(m) and o.received.get(t, s) - s > HEALTHY_DELAY
             }
         )
         self.late_rooms = {}
@@ -306,6 +301,7 @@ class Report:
                 f"their delays p50 {p50:.2f} s, p99 {p99:.2f} s, max {delays[-1]:.2f} s "
                 f"(before the pause: max {self.before_delays[-1]:.2f} s)",
                 f"{over} over {HEALTHY_DELAY:g} s (posted at {self.slow_sent[:8]} s into the pause)",
+                f"{self.held} deliveries of cut-off sockets' posts held ({self.held_missing} never came)",
                 f"{self.twice} frames repeated (same id), {self.stored_twice} stored twice",
                 f"{self.closes} closes",
                 f"hellos {dict(Counter(self.hellos))}; rooms late after return: {self.late_rooms or 'none'}",
