@@ -7,7 +7,7 @@ SHELL := /bin/bash
 N ?= 8
 SERVICE ?= worker
 
-.PHONY: help up down clean ps logs status scale native-up native-down deploy swarm-nodes \
+.PHONY: help up down clean ps logs status scale native-up native-down deploy restart swarm-nodes \
 	swarm-nodes-down swarm-up swarm-deploy swarm-down build base-images lint test bench-layer \
 	bench-relay bench-routing loadtest loadtest-ui loadtest-down scaling bench-broadcast bench-sockets \
 	bench
@@ -44,6 +44,9 @@ native-down: ## Stop what `make native-up` runs (from another terminal); no proc
 
 deploy: ## Roll the workers onto new code one at a time, dropping nothing, e.g. `make deploy TAG=v2 CANARY=0.25`
 	@scripts/rollout $(if $(TAG),--tag $(TAG)) $(if $(CANARY),--canary $(CANARY)) $(DEPLOY_ARGS)
+
+restart: ## Restart the containers that run your code one at a time on the image they run (after a settings change), dropping nothing
+	@scripts/rollout --no-build $(DEPLOY_ARGS)
 
 swarm-nodes: ## Try Docker Swarm on this one machine: N nodes in containers (default 3) holding the kit's images, e.g. `make swarm-nodes N=3`
 	@deploy/swarm/nodes up $(N)

@@ -22,6 +22,10 @@ mode, the relay's in relay mode; ``manage.py runall`` serves with the same class
 - A socket that sends more than ``WS_MAX_MESSAGES_PER_SECOND`` messages a second (in
   bursts of up to ``WS_MESSAGE_BURST``) is closed with 1008, "policy violation"; what it
   sent over the limit reaches no application. 0 turns the limit off.
+- **Lifespan events**, which Daphne does not send (``channels_kit.lifespan``): startup
+  when the server starts, shutdown after the drain, when its connections are gone (the
+  relay then finishes what its closed sockets left queued and leaves its groups), at most
+  ``LIFESPAN_SECONDS`` each. An application that takes none (Django's) is left alone.
 
 It runs on the event loop ``EVENT_LOOP`` names (uvloop when installed:
 ``channels_kit.event_loop``). With ``DAPHNE_METRICS_PORT`` it also serves Prometheus ``/metrics``
@@ -30,6 +34,7 @@ It runs on the event loop ``EVENT_LOOP`` names (uvloop when installed:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import sys
@@ -47,6 +52,7 @@ from daphne.ws_protocol import WebSocketProtocol  # noqa: E402
 from twisted.internet import defer, reactor, task  # noqa: E402
 
 from channels_kit.conf import env_float, env_int  # noqa: E402
+from channels_kit.lifespan import Lifespan  # noqa: E402
 
 # Named, not __name__: run as ``python -m``, this module is __main__.
 logger = logging.getLogger("channels_kit.interface_server")
@@ -59,6 +65,9 @@ CLOSE_HANDSHAKE_SECONDS = 10
 CLOSE_SERVICE_RESTART = 1012
 # After the drain window: how long the last sockets' close handshakes may take.
 DRAIN_CLOSE_MARGIN_SECONDS = 2.0
+# How long the application's lifespan startup and shutdown may take, each (the relay's
+# shutdown: up to its SHUTDOWN_FINISH_SECONDS, 5, then leaving its groups).
+LIFESPAN_SECONDS = 7.0
 
 
 class FloodLimitedProtocol(WebSocketProtocol):
@@ -136,6 +145,7 @@ class KitDaphneServer(Server):
         # Daphne builds its WebSocket factory inside run(); it must be set up before the
         # first connection, which the reactor accepts only once it runs.
         reactor.callWhenRunning(self._configure_websockets)
+        reactor.callWhenRunning(self._start_lifespan)
         logger.info("serving on the %s event loop", EVENT_LOOP)
         super().run()
 
@@ -143,16 +153,33 @@ class KitDaphneServer(Server):
         self.ws_factory.protocol = self.websocket_protocol
         self.ws_factory.setProtocolOptions(failByDrop=False, closeHandshakeTimeout=CLOSE_HANDSHAKE_SECONDS)
 
+    def _start_lifespan(self) -> None:
+        self.lifespan = Lifespan(self.application, LIFESPAN_SECONDS)
+        started = defer.Deferred.fromFuture(asyncio.ensure_future(self.lifespan.startup()))
+        started.addCallback(lambda ok: None if ok else reactor.stop())
+
     def listen_success(self, port) -> None:
         self.ports.append(port)
         super().listen_success(port)
 
     def kill_all_applications(self) -> defer.Deferred:
-        """Daphne's last step before the reactor stops (SIGTERM): drain first."""
+        """Daphne's last step before the reactor stops (SIGTERM): drain first, and end with the
+        application's lifespan shutdown."""
         drained = defer.ensureDeferred(self.drain())
         drained.addErrback(lambda failure: logger.error("draining failed: %s", failure.getErrorMessage()))
         drained.addCallback(lambda _: super(KitDaphneServer, self).kill_all_applications())
+        drained.addCallback(lambda _: self._stop_lifespan())
         return drained
+
+    def _stop_lifespan(self) -> defer.Deferred | None:
+        lifespan = getattr(self, "lifespan", None)
+        if lifespan is None:
+            return None
+        stopped = defer.Deferred.fromFuture(asyncio.ensure_future(lifespan.shutdown()))
+        stopped.addErrback(
+            lambda failure: logger.error("lifespan shutdown failed: %s", failure.getErrorMessage())
+        )
+        return stopped
 
     async def drain(self) -> None:
         """No new connections; the WebSockets closed with 1012 over ``drain_seconds``."""

@@ -32,6 +32,8 @@ from tests.relay_client import Socket, http_request, http_scope
 # What the HTTP application saw, for assertions: (worker name, scope, body) and disconnects.
 http_seen: list[tuple[str, dict, bytes]] = []
 http_disconnects: list[str] = []
+# The consumers' disconnects: (room, frames handled, worker name).
+ws_disconnects: list[tuple[str, int, str]] = []
 
 
 async def http_app(scope, receive, send):
@@ -84,6 +86,7 @@ class RoomConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json({"note": event["note"], "count": self.count, "worker": self.scope["worker"]})
 
     async def disconnect(self, code):
+        ws_disconnects.append((self.room, self.count, self.scope["worker"]))
         await self.channel_layer.group_discard(f"room.{self.room}", self.channel_name)
 
 
@@ -615,5 +618,51 @@ def test_a_request_whose_worker_died_is_sent_again(redis_url):
         assert (status, json.loads(body)["worker"]) == (201, "w2")
         assert relay.stats.http_resent == 1
         assert sum(1 for seen in http_seen if seen[1]["path"] == "/again") == 1
+
+    run(redis_url, scenario)
+
+
+def test_a_disconnect_whose_worker_died_is_sent_again_and_runs_once(redis_url):
+    """The consumer's disconnect is waited for like any event: its worker killed, it runs on
+    the next one (it was sent once, and lost, before)."""
+
+    async def scenario(cluster: Cluster):
+        relay, socket = await cluster.open_socket("gone", concurrency=1, timeout=30, **RESEND)
+        await cluster.stop_worker("w1")
+        dying = asyncio.ensure_future(take_and_die(cluster, "websocket.disconnect"))
+        await socket.leave()
+        first = await asyncio.wait_for(dying, 5)
+        assert first["event"]["type"] == "websocket.disconnect"
+        cluster.start_worker("w2", concurrency=1)
+        await eventually(lambda: ("gone", 0, "w2") in ws_disconnects, timeout=10)
+        assert [d for d in ws_disconnects if d[0] == "gone"] == [("gone", 0, "w2")]
+        assert relay.stats.websocket_events_resent == 1
+
+    run(redis_url, scenario)
+
+
+def test_a_stopping_interface_finishes_what_its_closed_sockets_left_and_leaves_its_groups(redis_url):
+    """At the server's lifespan shutdown (after its drain closed the sockets), the frames a
+    socket left queued and its disconnect still run, in order, before the shutdown returns;
+    then the interface leaves its groups, so that no group sends to it any more."""
+
+    async def scenario(cluster: Cluster):
+        relay, socket = await cluster.open_socket("leaving", concurrency=1)
+        for _ in range(3):
+            socket.send({"sleep": 0.3})
+        await socket.leave()
+        kept = Socket(relay, "kept")
+        await kept.opened()
+        kept.task.cancel()  # what Daphne does with the sockets left after its drain
+        assert not any(d[0] in ("leaving", "kept") for d in ws_disconnects)
+        await relay.shutdown(finish=5.0)
+        # Not eventually: the shutdown waited for them.
+        assert sorted(d[:2] for d in ws_disconnects if d[0] in ("leaving", "kept")) == [
+            ("kept", 0),
+            ("leaving", 3),
+        ]
+        layer = cluster.layer()
+        for room in ("leaving", "kept"):
+            assert await layer.connection(0).zrange(layer._group_key(f"room.{room}"), 0, -1) == []
 
     run(redis_url, scenario)

@@ -9,6 +9,7 @@ import json
 import time
 
 import pytest
+from channels.layers import InMemoryChannelLayer
 
 from channels_kit.relay.clock import LayerClock
 from channels_kit.relay.handler import RelayHandler
@@ -54,12 +55,14 @@ def test_a_worker_drops_a_message_with_a_forged_scope_unrun_and_runs_the_rest_wi
         seen.append(scope)
 
     async def scenario():
-        handler = RelayHandler(app, None)  # never reaches the layer: no reply is sent
+        layer = InMemoryChannelLayer()  # where the relay.done of the run goes
+        handler = RelayHandler(app, layer)
         scope = scope_to_wire(http_scope("/")) | {"user": "admin"}
         relay = {"reply": "relay.x!c.y", "scope": scope, "deadline": time.time() + 60, "seq": 1}
         message = {"type": "relay.work", "relay": relay, "event": {"type": "websocket.disconnect"}}
         assert await handler("websocket.disconnect", message) is True
         assert len(seen) == 1 and "user" not in seen[0]
+        assert (await layer.receive("relay.x!c.y"))["type"] == "relay.done"
         relay["scope"] = scope | {"headers": [["host", "x"]]}
         assert await handler("websocket.disconnect", message) is False
         assert (len(seen), handler.refused) == (1, 1)

@@ -215,3 +215,31 @@ def wait_for(condition, timeout: float, what: str):
             return value
         time.sleep(0.5)
     pytest.fail(f"{what}: not within {timeout:g} s")
+
+
+PLACEMENT = """
+import asyncio, json, sys
+from channels_kit.conf import channel_layer_from_env
+layer = channel_layer_from_env()
+
+async def placement(room):
+    group = layer.consistent_hash("chat." + room)
+    members = await layer.connection(group).zrange(layer._group_key("chat." + room), 0, -1)
+    processes = {m.decode().split("!")[0]: layer.consistent_hash(m.decode()) for m in members}
+    return room, {"group": group, "members": len(members), "inboxes": processes}
+
+async def main():
+    found = dict(await asyncio.gather(*(placement(room) for room in sys.argv[1:])))
+    await layer.close_pools()
+    print(json.dumps(found))
+
+asyncio.run(main())
+"""
+
+
+def placement(rooms: list[str]) -> dict[str, dict]:
+    """Where the stack's layer keeps each room: its group's shard (0: redis-1, 1: redis-2), its
+    member channels' count, and the inbox shard of each interface process holding members
+    (its channels' common part: a Daphne's in direct mode, a relay's in relay mode)."""
+    found = service_exec("worker", "python", "-c", PLACEMENT, *rooms).stdout.strip().splitlines()[-1]
+    return json.loads(found)

@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from test_backend import backend
 
-from conftest import ASGI_MODE, BASE_URL, WS_URL, compose, parts, service_exec, wait_for_task
+from conftest import ASGI_MODE, BASE_URL, WS_URL, compose, parts, placement, service_exec, wait_for_task
 from kit_clients import ChatMember, fetch
 
 pytestmark = [
@@ -62,34 +62,6 @@ class Member(ChatMember):
         self.received.setdefault(event["message"], time.monotonic())
         self.times[event["message"]] += 1
         self.ids.setdefault(event["message"], set()).add(event["id"])
-
-
-PLACEMENT = """
-import asyncio, json, sys
-from channels_kit.conf import channel_layer_from_env
-layer = channel_layer_from_env()
-
-async def placement(room):
-    group = layer.consistent_hash("chat." + room)
-    members = await layer.connection(group).zrange(layer._group_key("chat." + room), 0, -1)
-    processes = {m.decode().split("!")[0]: layer.consistent_hash(m.decode()) for m in members}
-    return room, {"group": group, "members": len(members), "inboxes": processes}
-
-async def main():
-    found = dict(await asyncio.gather(*(placement(room) for room in sys.argv[1:])))
-    await layer.close_pools()
-    print(json.dumps(found))
-
-asyncio.run(main())
-"""
-
-
-def placement(rooms: list[str]) -> dict[str, dict]:
-    """Where the stack's layer keeps each room: its group's shard (0: redis-1, 1: redis-2), its
-    member channels' count, and the inbox shard of each interface process holding members
-    (its channels' common part: a Daphne's in direct mode, a relay's in relay mode)."""
-    found = service_exec("worker", "python", "-c", PLACEMENT, *rooms).stdout.strip().splitlines()[-1]
-    return json.loads(found)
 
 
 def measured_interfaces(found: dict[str, dict], paused: int) -> set[str]:

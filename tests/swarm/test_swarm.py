@@ -149,6 +149,7 @@ class Member:
         self.received: dict[str, float] = {}  # text -> when it first arrived
         self.interfaces: list[str] = []  # the Daphne of each connection, in order
         self.closed_at: list[float] = []
+        self.close_codes: list[str] = []  # each close's code and reason, or the connect's error
         self.opened_at: list[float] = []
         self.on_lost_node = False
 
@@ -169,8 +170,11 @@ class Member:
                     if stop.is_set():
                         reader.cancel()
                         return
-            except (TimeoutError, OSError, websockets.WebSocketException):
-                pass
+                self.close_codes.append(f"{socket.close_code} {socket.close_reason or ''}".strip())
+            except websockets.ConnectionClosed as error:
+                self.close_codes.append(f"{error.rcvd.code if error.rcvd else None} before the hello")
+            except (TimeoutError, OSError, websockets.WebSocketException) as error:
+                self.close_codes.append(type(error).__name__)
             self.closed_at.append(time.monotonic())
             await asyncio.sleep(0.5)
 
@@ -482,7 +486,8 @@ def test_a_lost_node(addresses, capsys):
         )
     assert {"down", "workers", "shard"} <= set(figures), figures
     assert moved and len(reconnect) == len(moved)
-    assert survivor_closes == 0
+    codes = Counter(code for m in survivors for code in m.close_codes)
+    assert survivor_closes == 0, f"close codes {dict(codes)}\n" + service_warnings("daphne", "worker")
     assert recovered <= RECOVERY_BOUND_SECONDS, (
         missed_report(members, killed + RECOVERY_BOUND_SECONDS) + "\n" + service_warnings("daphne", "worker")
     )

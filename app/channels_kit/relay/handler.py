@@ -157,17 +157,18 @@ class RelayHandler:
         error = False
         limit = asyncio.timeout(max(0.0, relay["deadline"] - self.clock.now()))
         beats: list[asyncio.Task] = []
-        beat_timer = None if event.disconnecting else self._start_beats(relay, beats)
+        # Beats and relay.done for a disconnect too: its interface waits for it (and sends it
+        # again when its worker dies), though the socket is gone.
+        beat_timer = self._start_beats(relay, beats)
         try:
             async with limit:
                 await self.application(scope, receive, send)
         except asyncio.CancelledError:
             # This worker is stopping and gave up on the event: let the socket go on with
             # its next one now (with the state it had) rather than at the deadline.
-            if not event.disconnecting:
-                abandoned = {"type": DONE, "seq": relay.get("seq"), "error": False, "abandoned": True}
-                last_words = asyncio.ensure_future(outbox.flush(abandoned))
-                await asyncio.wait({last_words}, timeout=LAST_WORDS_SECONDS)
+            abandoned = {"type": DONE, "seq": relay.get("seq"), "error": False, "abandoned": True}
+            last_words = asyncio.ensure_future(outbox.flush(abandoned))
+            await asyncio.wait({last_words}, timeout=LAST_WORDS_SECONDS)
             raise
         except Exception as exc:
             kind = message["event"].get("type")
@@ -183,17 +184,16 @@ class RelayHandler:
                 beat_timer.cancel()
             for task in beats:
                 task.cancel()
-        if not event.disconnecting:
-            done = {"type": DONE, "seq": relay.get("seq"), "error": error}
-            if event.new_state is not None:
-                done["state"] = event.new_state
-            try:
-                await outbox.flush(done)
-            except ChannelFull:
-                errors_logger.error(
-                    "could not acknowledge an event of %s: its interface's channel is full", connection
-                )
-                return False
+        done = {"type": DONE, "seq": relay.get("seq"), "error": error}
+        if event.new_state is not None and not event.disconnecting:
+            done["state"] = event.new_state
+        try:
+            await outbox.flush(done)
+        except ChannelFull:
+            errors_logger.error(
+                "could not acknowledge an event of %s: its interface's channel is full", connection
+            )
+            return False
         return not error
 
     def _start_beats(self, relay: dict, beats: list[asyncio.Task]) -> asyncio.TimerHandle | None:

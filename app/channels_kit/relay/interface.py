@@ -51,6 +51,9 @@ from channels_kit.relay.worker_watch import WorkerWatch
 logger = logging.getLogger(__name__)
 
 RELAYED_BY_HEADER = b"x-relayed-by"
+# At shutdown, how long the events still queued (a closed socket's last frames, its
+# disconnect) have to reach a worker and finish: within Daphne's grace period after its drain.
+SHUTDOWN_FINISH_SECONDS = 5.0
 
 
 class Inbox:
@@ -337,7 +340,7 @@ class RelayApplication:
         body = f"{reason}\n".encode()
         await _respond(send, status, body, b"text/plain; charset=utf-8", self._identity_header)
 
-    # --- lifespan (servers that send it: uvicorn, hypercorn) ---------------------------
+    # --- lifespan (the kit's Daphne sends it, as uvicorn and hypercorn do) --------------
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -345,10 +348,25 @@ class RelayApplication:
             if message["type"] == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                if self._registry is not None:
-                    await self._registry.close()
-                if self.workers is not None:
-                    self.workers.close()
-                self.clock.close()
+                await self.shutdown(SHUTDOWN_FINISH_SECONDS)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def shutdown(self, finish: float) -> None:
+        """The server stops (its sockets closed): let the events still queued for workers go
+        out and finish (their sockets' disconnects among them) for up to ``finish`` seconds,
+        then leave every group, so that no group sends to this process any more."""
+        pending = set(self._background)
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=finish)
+            if late:
+                logger.warning(
+                    "shutting down with %d relayed event(s) unfinished after %g s", len(late), finish
+                )
+            for task in late:
+                task.cancel()
+        if self._registry is not None:
+            await self._registry.close()
+        if self.workers is not None:
+            self.workers.close()
+        self.clock.close()

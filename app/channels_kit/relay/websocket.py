@@ -168,15 +168,17 @@ class WebsocketConnection:
                     await self._event_ready.wait()
                 channel, event = self._events.popleft()
                 if channel == WEBSOCKET_DISCONNECT:
+                    # Waited for like any event (sent again if its worker dies), so that
+                    # the consumer's disconnect runs however the worker fares.
                     if self.answered:
-                        await self._send_event(channel, event, wait=False)
+                        await self._send_event(channel, event)
                     return
                 if channel == WEBSOCKET_CONNECT and await self.app.no_worker(WEBSOCKET_CONNECT):
                     # Nobody would take it: say so now (4503), not after the timeout.
                     self.app.stats.websocket_no_worker += 1
                     await self._settle_connect("no worker", self.app.clock.now())
                     continue
-                outcome, deadline = await self._send_event(channel, event, wait=True)
+                outcome, deadline = await self._send_event(channel, event)
                 if channel == WEBSOCKET_CONNECT:
                     await self._settle_connect(outcome, deadline)
                 elif outcome in DROP_CLOSE_CODES:
@@ -190,10 +192,10 @@ class WebsocketConnection:
             if self._reader is not None:
                 self._reader.cancel()
 
-    async def _send_event(self, channel: str, event: dict, wait: bool) -> tuple[str, float]:
-        """Send one event; with ``wait``, until its ``relay.done``, sending it again when its
-        worker is presumed dead (``resend``). Returns ``(outcome, deadline)``, the outcome
-        being ``done``, ``sent`` (not waited for), ``full`` or ``timeout``."""
+    async def _send_event(self, channel: str, event: dict) -> tuple[str, float]:
+        """Send one event and wait for its ``relay.done``, sending it again when its worker is
+        presumed dead (``resend``). Returns ``(outcome, deadline)``, the outcome being
+        ``done``, ``full`` or ``timeout``."""
         self._seq += 1
         settings = self.app.settings
         message = work_message(
@@ -207,10 +209,6 @@ class WebsocketConnection:
         )
         deadline = message["relay"]["deadline"]
         try:
-            if not wait:
-                await self.layer.send(channel, message)
-                self.app.stats.websocket_events += 1
-                return "sent", deadline
             delivery = Delivery(message, settings.resend_after, settings.alive_every, now=self.app.clock.now)
             done: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
             self._inflight = (self._seq, done, delivery)
