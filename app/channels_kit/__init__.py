@@ -10,7 +10,8 @@ Modules, from the bottom up (a module imports only from those below it, or its o
 - ``observe``: identities, queue status, worker state, metrics, probes (subpackage).
 - ``relay``: relay mode, interface and worker halves (subpackage).
 - ``worker``: the worker tier, ``KitWorker``; it runs relay mode's handler too (subpackage).
-- ``interface_server``: Daphne as the kit runs it, with a drain on SIGTERM.
+- ``lifespan``: ASGI lifespan events for a server that sends none (Daphne).
+- ``interface_server``: Daphne as the kit runs it, with a drain on SIGTERM and lifespan events.
 - ``health``: ``/healthz`` and ``/readyz``.
 - ``urls``: the health views as a URL module.
 - ``middleware``: ``X-Served-By``, and a quick 503 while the database is away.
