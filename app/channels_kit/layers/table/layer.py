@@ -108,6 +108,13 @@ class _Reader:
         return list(plan.items())
 
     async def _poll(self) -> None:
+        # After the last waiter: give back, unless the store failed (the waiters raise it).
+        while await self._poll_while_waited():
+            if not await self._give_back_unwanted():
+                return  # else a receive came while the rows went back: poll for it
+
+    async def _poll_while_waited(self) -> bool:
+        """Fetch while anyone waits; False when the store failed."""
         delay, retry = MIN_POLL_SECONDS, RETRY_SECONDS
         while not self.closing and self.waiting:
             self.changed.clear()
@@ -121,7 +128,7 @@ class _Reader:
             except Exception as exc:  # handed to the waiters, which raise it
                 logger.exception("reading the channel layer's store failed")
                 self._fail(exc)
-                return
+                return False
             retry = RETRY_SECONDS
             if took:
                 delay = MIN_POLL_SECONDS
@@ -132,6 +139,21 @@ class _Reader:
                 delay = MIN_POLL_SECONDS
             except TimeoutError:
                 delay = min(delay * 2, self.layer.max_poll)
+        return True
+
+    async def _give_back_unwanted(self) -> bool:
+        """The last waiter left: what was fetched for it meanwhile goes back to the store at
+        once (not at the next receive), for other processes to take and status to count.
+        True when a receive came meanwhile (the poller goes on for it)."""
+        if self.closing:
+            return False
+        unwanted = self._prune(time.time())
+        if unwanted:
+            try:
+                await self.layer.in_store(lambda store: store.put_back(self.layer.prefix, unwanted))
+            except Exception:  # the rows expire; a stopping worker puts back the rest
+                logger.exception("could not give %d fetched message(s) back to the store", len(unwanted))
+        return not self.closing and bool(self.waiting)
 
     async def _fetch(self) -> tuple[bool, bool]:
         """One look at the store: take what the waiters want, give back what nobody wants.
