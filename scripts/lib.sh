@@ -199,7 +199,7 @@ nginx_upstreams() {
 wait_upstreams() {
   local service=$1 limit=${2:-60} nginx deadline ids id ips ip seen found status count
   local -a missing
-  nginx=$(compose ps --quiet --status running nginx 2>/dev/null | head -n 1)
+  nginx=$(compose ps --quiet --status running nginx 2>/dev/null | awk 'NR == 1')
   [[ -n "$nginx" ]] || return 0
   deadline=$((SECONDS + limit))
   while :; do
