@@ -88,18 +88,12 @@ def delivery_delays(clients: list[ChatClient], since: float, until: float) -> li
     return sorted(c.received[t] - sent[t] for c in clients for t in c.received.keys() & sent.keys())
 
 
-def p99(delays: list[float]) -> float:
-    return delays[int(len(delays) * 0.99)]
-
-
 def percentiles(delays: list[float]) -> str:
     if not delays:
         return "none"
+    p50, p99 = delays[len(delays) // 2], delays[int(len(delays) * 0.99)]
     late = sum(1 for d in delays if d > 1.0)
-    return (
-        f"p50 {delays[len(delays) // 2]:.2f} s, p99 {p99(delays):.2f} s, max {delays[-1]:.2f} s, "
-        f"{late} of {len(delays)} over 1 s"
-    )
+    return f"p50 {p50:.2f} s, p99 {p99:.2f} s, max {delays[-1]:.2f} s, {late} of {len(delays)} over 1 s"
 
 
 def test_rollout_under_load_drops_no_socket_and_loses_no_message(capsys):
@@ -166,7 +160,7 @@ def test_rollout_under_load_drops_no_socket_and_loses_no_message(capsys):
     assert delivered == expected
     assert errors == 0 and traffic.statuses[200] > 0
     # No stall (the deploys delivered 10 % of posts 5-30 s late). The p99 is printed,
-    # not asserted: a shared 2-core machine moves it (0.6-1.1 s measured against a 1 s goal).
+    # not asserted: a shared 2-core machine moves it (0.6-1.3 s measured against a 1 s goal).
     assert during and during[-1] < STALL_SECONDS, percentiles(during)
 
 

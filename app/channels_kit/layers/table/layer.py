@@ -147,13 +147,17 @@ class _Reader:
         True when a receive came meanwhile (the poller goes on for it)."""
         if self.closing:
             return False
-        unwanted = self._prune(time.time())
-        if unwanted:
-            try:
-                await self.layer.in_store(lambda store: store.put_back(self.layer.prefix, unwanted))
-            except Exception:  # the rows expire; a stopping worker puts back the rest
-                logger.exception("could not give %d fetched message(s) back to the store", len(unwanted))
+        try:
+            await self._put_back_unwanted(time.time())
+        except Exception:  # the rows expire; a stopping worker puts back the rest
+            logger.exception("could not give fetched messages back to the store")
         return not self.closing and bool(self.waiting)
+
+    async def _put_back_unwanted(self, now: float) -> None:
+        """What was fetched for channels nobody waits on goes back to the store (``_prune``)."""
+        unwanted = self._prune(now)
+        if unwanted:
+            await self.layer.in_store(lambda store: store.put_back(self.layer.prefix, unwanted))
 
     async def _fetch(self) -> tuple[bool, bool]:
         """One look at the store: take what the waiters want, give back what nobody wants.
@@ -169,9 +173,7 @@ class _Reader:
         for rows in taken.values():
             for row in rows:
                 self.queues.setdefault(row.channel, asyncio.Queue()).put_nowait(row)
-        unwanted = self._prune(now)
-        if unwanted:
-            await layer.in_store(lambda store: store.put_back(layer.prefix, unwanted))
+        await self._put_back_unwanted(now)
         return bool(taken), woken
 
     def _fail(self, exc: Exception) -> None:
