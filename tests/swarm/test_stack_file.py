@@ -194,8 +194,9 @@ def test_the_worker_tiers_follow_the_project(tmp_path):
     # A project without a slow channel: no task for worker-slow.
     workers, slow, worker_env, _ = tiers(PROJECT_WORKERS="1", PROJECT_SLOW_WORKERS="0")
     assert (workers, slow) == (1, 0) and worker_env["WORKER_EXCLUDE_CHANNELS"] == ""
-    # Nothing derived (a stack file rendered before `make build`): one general worker only.
-    assert tiers()[:2] == (1, 0)
+    # Nothing derived (a stack file rendered before `make build`): two general workers, as
+    # `make build` derives for a project that routes something.
+    assert tiers()[:2] == (2, 0)
     # The user's counts win over the derived ones.
     assert tiers(WORKER_REPLICAS="3", SLOW_WORKER_REPLICAS="2", PROJECT_SLOW_WORKERS="0")[:2] == (3, 2)
 
