@@ -23,9 +23,11 @@ from tests.helpers import run
 DOWN = "redis://127.0.0.1:1/0"  # nothing listens there: connection refused at once
 
 
-def layer_on(*urls: str) -> RedisChannelLayer:
+def layer_on(*urls: str, prefix: str = "") -> RedisChannelLayer:
+    """A layer (a process) on these shards; processes of one stack share ``prefix``."""
     hosts = [{"address": url, "socket_timeout": 5, "socket_connect_timeout": 1} for url in urls]
-    return RedisChannelLayer(hosts=hosts, prefix=f"outage-{uuid.uuid4().hex[:8]}", group_expiry=300)
+    prefix = prefix or f"outage-{uuid.uuid4().hex[:8]}"
+    return RedisChannelLayer(hosts=hosts, prefix=prefix, group_expiry=300)
 
 
 @pytest.fixture
@@ -49,12 +51,13 @@ def test_general_channels_flow_through_the_shard_that_answers(live):
     assert run(scenario()) == list(range(10))
 
 
-def test_a_group_send_reaches_the_members_on_shards_that_answer(live):
-    """Two processes in a room: the one whose '!' channels hash to the dead shard misses the
-    message, the other gets it, and the sender does not fail."""
+def test_a_group_send_reaches_the_members_of_a_shard_down_through_its_spare(live):
+    """Two processes in a room: the one whose '!' channels hash to the dead shard gets the
+    message through its spare (the live shard), as does the other; the sender does not fail."""
 
     async def scenario():
-        layers = [layer_on(live, DOWN) for _ in range(16)]
+        prefix = f"outage-{uuid.uuid4().hex[:8]}"
+        layers = [layer_on(live, DOWN, prefix=prefix) for _ in range(16)]
         by_shard = {}
         for layer in layers:  # each layer is a process: its '!' channels share its shard
             by_shard.setdefault(layer.consistent_hash(await layer.new_channel()), layer)
@@ -66,12 +69,15 @@ def test_a_group_send_reaches_the_members_on_shards_that_answer(live):
         await alive.group_add(group, here)
         await alive.group_add(group, there)
         await alive.group_send(group, {"type": "chat", "text": "hi"})
-        message = await asyncio.wait_for(alive.receive(here), 5)
+        messages = [
+            await asyncio.wait_for(alive.receive(here), 5),
+            await asyncio.wait_for(dead.receive(there), 5),
+        ]
         for layer in layers:
             await layer.close_pools()
-        return message
+        return messages
 
-    assert run(scenario())["text"] == "hi"
+    assert [message["text"] for message in run(scenario())] == ["hi", "hi"]
 
 
 def test_group_sends_with_the_groups_own_shard_down_do_not_raise(live):
@@ -114,20 +120,41 @@ def test_shard_names_in_logs_carry_no_password():
     assert redacted("redis://redis-1:6379/0") == "redis://redis-1:6379/0"
 
 
-def test_a_send_to_a_channel_on_a_shard_down_waits_for_it_then_raises(live, monkeypatch):
-    monkeypatch.setattr("channels_kit.layers.redis.layer.SPECIFIC_SEND_WAIT_SECONDS", 1.5)
-    layer = layer_on(DOWN, live)
+def test_a_send_to_a_channel_on_a_shard_down_goes_to_its_spare(live):
+    """A process whose '!' channels live on the dead shard still gets its replies, at once."""
 
     async def scenario():
-        for _ in range(50):  # a process whose '!' channels live on the dead shard
-            other = layer_on(DOWN, live)
-            channel = await other.new_channel()
-            if layer.consistent_hash(channel) == 0:
+        prefix = f"outage-{uuid.uuid4().hex[:8]}"
+        for _ in range(50):
+            owner = layer_on(DOWN, live, prefix=prefix)
+            channel = await owner.new_channel()
+            if owner.consistent_hash(channel) == 0:
                 break
+        sender = layer_on(DOWN, live, prefix=prefix)
         started = time.monotonic()
-        with pytest.raises(OUTAGE_ERRORS):
+        await sender.send(channel, {"type": "reply"})
+        message = await asyncio.wait_for(owner.receive(channel), 5)
+        for layer in (owner, sender):
+            await layer.close_pools()
+        return message, time.monotonic() - started
+
+    message, took = run(scenario())
+    assert message["type"] == "reply"
+    assert took < 5, f"the reply took {took:.1f} s"
+
+
+def test_a_send_to_a_channel_whose_shard_and_spare_are_down_waits_then_raises(monkeypatch):
+    monkeypatch.setattr("channels_kit.layers.redis.layer.SPECIFIC_SEND_WAIT_SECONDS", 1.5)
+    layer = layer_on(DOWN, "redis://127.0.0.1:2/0")
+
+    async def scenario():
+        channel = await layer_on(DOWN, "redis://127.0.0.1:2/0").new_channel()
+        started = time.monotonic()
+        with pytest.raises(OUTAGE_ERRORS) as raised:
             await layer.send(channel, {"type": "reply"})
         await layer.close_pools()
-        return time.monotonic() - started
+        return time.monotonic() - started, str(raised.value)
 
-    assert 1.0 < run(scenario()) < 15
+    took, error = run(scenario())
+    assert 1.0 < took < 15
+    assert "127.0.0.1:1/0 and " in error or "127.0.0.1:2/0 and " in error, error

@@ -20,9 +20,10 @@ one channel layer over several Redis servers:
   ``CLIENT KILL``) is replaced and the command retried, instead of failing the
   request that happened to draw it.
 - **A shard down** (``outages``): general sends go to the other shards, readers of the
-  down shard wait and try again while the others deliver, group sends reach the members
-  on the shards that answer; a shard that comes back empty gets this process's group
-  memberships written back.
+  down shard wait and try again while the others deliver; sends and group sends to a
+  ``!`` channel whose shard is away go to its spare shard (the next one), which its
+  process reads too; a shard that comes back empty gets this process's group memberships
+  written back.
 - **Batched reads.** A process's own (``!``) channels are read up to 64 messages per
   round trip (``BZMPOP``, Redis 7), a general channel up to as many as wait for it.
 - **Idle survival** (``timeouts``): blocking reads stay below half the socket timeout.
@@ -55,6 +56,7 @@ from channels_kit.layers.redis.full import MemoryRefusals, out_of_memory
 from channels_kit.layers.redis.outages import (
     MAX_RETRY_SECONDS,
     OUTAGE_ERRORS,
+    PROBE_SECONDS,
     RETRY_SECONDS,
     SPECIFIC_SEND_WAIT_SECONDS,
     Memberships,
@@ -127,10 +129,19 @@ return accepted
 # A group send on one shard: for each member channel under its capacity, append the message
 # and refresh the key's TTL; then trim expired messages. Returns the (1-based) positions in
 # KEYS of the channels that were full.
-# As in SEND_SCRIPT the first write is a ZADD: a shard at its maxmemory refuses all or nothing.
+# As in SEND_SCRIPT the first write is a ZADD: a shard at its maxmemory refuses all or nothing,
+# and a shard that runs it past its deadline (the last ARGV; 0: none) writes nothing, returns -1.
 GROUP_SEND_SCRIPT = """
-local now = tonumber(ARGV[#ARGV - 1])
-local expiry = tonumber(ARGV[#ARGV])
+local deadline = tonumber(ARGV[#ARGV])
+if deadline > 0 then
+    if redis.replicate_commands then redis.replicate_commands() end
+    local clock = redis.call('TIME')
+    if tonumber(clock[1]) + tonumber(clock[2]) / 1000000 > deadline then
+        return -1
+    end
+end
+local now = tonumber(ARGV[#ARGV - 2])
+local expiry = tonumber(ARGV[#ARGV - 1])
 local unexpired = string.format('(%.17g', now - expiry)
 local full = {}
 for i = 1, #KEYS do
@@ -378,35 +389,60 @@ class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
                 pipe.zremrangebyscore(key, "-inf", cutoff)
             return sum(await pipe.execute())
 
+    def spare_shard(self, index: int) -> int | None:
+        """Where the ``!`` channels of shard ``index`` go while it is away: the next shard in
+        the list (the same for every process), whose key their process reads too. None with
+        one shard."""
+        return (index + 1) % self.ring_size if self.ring_size > 1 else None
+
+    def specific_shards(self, channel: str) -> list[int]:
+        """The shards a ``!`` channel is read on: its own, then its spare."""
+        home = self.consistent_hash(channel)
+        spare = self.spare_shard(home)
+        return [home] if spare is None else [home, spare]
+
     async def _send_specific(self, channel: str, key: str, data: bytes) -> None:
-        """A ``!`` channel lives on one shard: while that shard is away, wait for it (up to
-        ``SPECIFIC_SEND_WAIT_SECONDS``: a reply then arrives late, not never), then raise."""
-        index = self.consistent_hash(channel)
+        """A ``!`` channel lives on one shard and its spare: while its shard is away (or hangs:
+        a command timeout), the message goes to the spare, which its process reads too. Both
+        away: wait for either (up to ``SPECIFIC_SEND_WAIT_SECONDS``: a reply then arrives
+        late, not never), then raise."""
+        shards = self.specific_shards(channel)
         deadline = time.monotonic() + SPECIFIC_SEND_WAIT_SECONDS
         retry = RETRY_SECONDS
         while True:
-            if not await self.health.wait_usable(index, deadline - time.monotonic()):
+            for index in shards:
+                if not self.health.usable(index):
+                    continue
+                try:
+                    accepted = await self._eval_send(index, channel, key, data, self.get_capacity(channel))
+                except LateForDeadline:
+                    continue  # it answered, too late (it hung a moment): wrote nothing
+                except OUTAGE_ERRORS as error:
+                    self.health.failed(index, error)
+                    continue
+                self.health.answered(index)
+                if not accepted:
+                    raise ChannelFull()
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                names = " and ".join(self.health.names[index] for index in shards)
+                errors = "; ".join(self.health.last_error[index] or "none" for index in shards)
                 raise redis.exceptions.ConnectionError(
-                    f"Redis shard {self.health.names[index]} of {channel} did not answer for "
-                    f"{SPECIFIC_SEND_WAIT_SECONDS:g} s (last: {self.health.last_error[index]})"
+                    f"Redis shard(s) {names} of {channel} did not answer for "
+                    f"{SPECIFIC_SEND_WAIT_SECONDS:g} s (last errors: {errors})"
                 )
-            try:
-                accepted = await self._eval_send(index, channel, key, data, self.get_capacity(channel))
-            except LateForDeadline:
-                if time.monotonic() > deadline:
-                    raise
-                continue  # it answered, too late (a slow moment): again, with a new deadline
-            except OUTAGE_ERRORS as error:
-                self.health.failed(index, error)
-                if time.monotonic() + retry > deadline:
-                    raise
-                await asyncio.sleep(retry)
+            if any(self.health.usable(index) for index in shards):
+                await asyncio.sleep(min(retry, remaining))  # answers, yet failed: back off
                 retry = min(retry * 2, MAX_RETRY_SECONDS)
-                continue
-            self.health.answered(index)
-            if not accepted:
-                raise ChannelFull()
-            return
+            else:
+                await self._wait_any_usable(shards, remaining)
+
+    async def _wait_any_usable(self, shards: list[int], timeout: float) -> None:
+        """Wait (at most ``timeout`` seconds) until one of ``shards`` is usable."""
+        deadline = time.monotonic() + timeout
+        while not any(self.health.usable(index) for index in shards) and time.monotonic() < deadline:
+            await asyncio.sleep(min(PROBE_SECONDS / 2, max(0.0, deadline - time.monotonic())))
 
     async def receive(self, channel: str) -> dict:
         """Receive the next message of a channel; cancelling the wait never loses a message."""
@@ -485,9 +521,9 @@ class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
         await super().group_discard(group, channel)
 
     async def group_send(self, group: str, message: dict) -> None:
-        """Send to every member; members on a shard that does not answer miss it (logged),
-        the others get it, from every shard at once (a hung shard delays no other). The
-        group's own shard down: nobody gets it (logged)."""
+        """Send to every member, on every shard at once (a hung shard delays no other); the
+        members of a shard that does not answer get it through its spare. The group's own
+        shard down: nobody gets it (logged)."""
         assert self.require_valid_group_name(group), "Group name not valid"
         key = self._group_key(group)
         index = self.consistent_hash(group)
@@ -515,21 +551,22 @@ class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
         self, shard: int, group: str, keys: list[str], messages: dict, capacities: dict
     ) -> None:
         """One shard's part of a group send: its member channels ``keys`` (their messages and
-        capacities by key)."""
-        if not self.health.usable(shard):
-            self._members_missed(group, keys, "a shard down")
-            return
-        args = [messages[k] for k in keys] + [capacities[k] for k in keys] + [time.time(), self.expiry]
-        try:
-            full = await self._eval_writing(shard, GROUP_SEND_SCRIPT, keys, args)
-        except OUTAGE_ERRORS as error:
-            self.health.failed(shard, error)
-            self._members_missed(group, keys, "a shard that does not answer")
-            return
-        self.health.answered(shard)
-        if full is None:
-            self._group_send_refused(shard, group, keys)
-        else:
+        capacities by key). The shard away (or hanging: a command timeout), they go to its
+        spare, which their processes read too; both away, they miss it (counted, logged)."""
+        for index in (shard, self.spare_shard(shard)):
+            if index is None or not self.health.usable(index):
+                continue
+            try:
+                full = await self._eval_group_send(index, keys, messages, capacities)
+            except LateForDeadline:
+                continue  # it answered, too late (it hung a moment): wrote nothing
+            except OUTAGE_ERRORS as error:
+                self.health.failed(index, error)
+                continue
+            self.health.answered(index)
+            if full is None:
+                self._group_send_refused(index, group, keys)
+                return
             for position in full:  # each a WARNING naming the channel, and counted
                 dropped(
                     "group_send",
@@ -537,6 +574,23 @@ class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
                     self._channel_of(keys[int(position) - 1]),
                     detail=f"group {group}",
                 )
+            return
+        self._members_missed(group, keys, "a shard (and its spare) that does not answer")
+
+    async def _eval_group_send(
+        self, index: int, keys: list[str], messages: dict, capacities: dict
+    ) -> list[int] | None:
+        """``GROUP_SEND_SCRIPT`` on shard ``index``: the positions of full channels; None when
+        the shard, at its ``maxmemory``, refused it; ``LateForDeadline`` when it hung meanwhile."""
+        if self.clocks.due(index):
+            await self.clocks.measure(self.connection(index), index)
+        deadline = self.clocks.deadline(index, self.command_timeout)
+        args = [messages[k] for k in keys] + [capacities[k] for k in keys]
+        args += [time.time(), self.expiry, deadline]
+        full = await self._eval_writing(index, GROUP_SEND_SCRIPT, keys, args)
+        if full == LATE:
+            raise LateForDeadline(f"shard {self.health.names[index]} ran a group send past its deadline")
+        return full
 
     def _members_missed(self, group: str, keys: list[str], where: str) -> None:
         """A group send's member channels ``keys`` on a shard it could not write: counted, logged."""

@@ -2,11 +2,11 @@
 
 - ``ShardHealth``: which shards failed lately. A failed shard is skipped at once until a
   probe (a ping every quarter second) finds it answering: general sends go to another
-  shard, a send to a ``!`` channel, which lives on one shard, waits for it (up to 30 s),
-  group sends skip its members, readers of it wait instead of failing their
-  ``receive()``; every outage is logged once when it starts and once when it ends. A hung
-  shard (a paused or lost host: connections open and silent) is noticed by the command
-  timeout (``timeouts``) and costs that once, not once per command.
+  shard, sends and group sends to a ``!`` channel of it go to its spare shard (which the
+  channel's process reads too; both away: a send waits up to 30 s), readers of it wait
+  instead of failing their ``receive()``; every outage is logged once when it starts and
+  once when it ends. A hung shard (a paused or lost host: connections open and silent) is
+  noticed by the command timeout (``timeouts``) and costs that once, not once per command.
 - ``Memberships``: the group memberships this process made. A shard that restarted has
   lost its data, group keys included: every couple of seconds each process checks a key
   of its own on every shard (``SET ... GET``), and when that key is gone it writes its
@@ -168,6 +168,8 @@ class ShardedLayer(Protocol):
     def blocking_connection(self, index: int) -> Redis: ...
 
     def consistent_hash(self, value: str | bytes) -> int: ...
+
+    def specific_shards(self, channel: str) -> list[int]: ...
 
     def deserialize(self, message: bytes) -> dict[str, Any]: ...
 

@@ -154,7 +154,8 @@ class GeneralChannelReader(ShardReader):
 
 
 class SpecificChannelReader(ShardReader):
-    """The ``!`` channels of this process sharing one non-local name, on their ring shard.
+    """The ``!`` channels of this process sharing one non-local name, on their ring shard and
+    its spare (where senders put them while the ring shard is away).
 
     Only this process reads them, so the poller fetches while anyone waits and
     routes each message to its channel's queue. Messages for a channel nobody is
@@ -162,7 +163,7 @@ class SpecificChannelReader(ShardReader):
     """
 
     def __init__(self, layer: ShardedLayer, non_local_name: str) -> None:
-        super().__init__(layer, layer.prefix + non_local_name, [layer.consistent_hash(non_local_name)])
+        super().__init__(layer, layer.prefix + non_local_name, layer.specific_shards(non_local_name))
         self.queues: dict[str, asyncio.Queue] = {}
         self.waiting: dict[str, int] = {}
         self.last_prune = time.monotonic()
