@@ -13,6 +13,8 @@ import logging
 import time
 
 import pytest
+from channels.exceptions import ChannelFull
+from channels.layers import InMemoryChannelLayer
 
 from channels_kit.drops import DROPS, DropLog
 from channels_kit.layers.redis import RedisChannelLayer
@@ -20,6 +22,7 @@ from channels_kit.layers.redis.inspector import RedisInspector
 from channels_kit.observe.metrics import drop_metrics
 from channels_kit.observe.status import gather_status
 from channels_kit.observe.worker_state import interface_presence
+from channels_kit.relay.outbox import ReplyOutbox
 from channels_kit.relay.websocket import CLOSE_EVENT_TIMEOUT
 from channels_kit.worker import KitWorker
 from channels_kit.worker.mode_guard import ModeGuard, ModeMismatch
@@ -71,6 +74,32 @@ def test_group_send_to_a_full_channel_warns_with_its_name_and_counts(redis_url, 
     (line,) = [r.getMessage() for r in caplog.records if r.name == "channels_kit.drops"]
     assert line == f"dropped 1 message(s) of group_send to {full} (group room): full"
     assert DROPS.snapshot()[("group_send", "full")] >= 1
+
+
+def test_replies_the_layer_does_not_take_are_counted_drops(caplog):
+    """A worker's replies to an interface whose channel is full: the batch the hold timer
+    sends and the one with the event's relay.done are dropped out loud (before, the timer's
+    failure was an unretrieved task exception)."""
+
+    async def scenario():
+        layer = InMemoryChannelLayer(capacity=1)
+        channel = await layer.new_channel()
+        await layer.send(channel, {"type": "filler"})  # full now
+        outbox = ReplyOutbox(layer, channel)
+        before = dropped_total("relay reply", "full")
+        with caplog.at_level(logging.WARNING, "channels_kit.drops"):
+            await outbox.send({"type": "websocket.send", "text": "a"})
+            await outbox.send({"type": "websocket.send", "text": "b"})
+            await asyncio.sleep(0.1)  # the hold timer's flush
+            with pytest.raises(ChannelFull):
+                await outbox.flush({"type": "relay.done"})
+        return channel, dropped_total("relay reply", "full") - before
+
+    channel, drops = asyncio.run(asyncio.wait_for(scenario(), 10))
+    assert drops == 3
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "channels_kit.drops"]
+    expected = f"dropped 2 message(s) of relay reply to {channel} (websocket.send: ChannelFull"
+    assert line.startswith(expected), line
 
 
 def test_an_event_no_worker_finishes_closes_its_socket_with_4504(redis_url, caplog):

@@ -12,9 +12,13 @@ in ``handler`` itself) reply through these.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 
+from channels.exceptions import ChannelFull
+
+from channels_kit.drops import dropped
 from channels_kit.layers.base import ChannelLayer
 from channels_kit.relay.protocol import ALIVE, BATCH_KEY
 
@@ -37,7 +41,9 @@ class ReplyOutbox:
     A batch goes as one layer message, the first reply carrying the others in its
     ``relay_then`` key (``protocol.unbatch`` undoes it): the usual handler (one response,
     or one frame and the event's ``relay.done``) costs one layer message, not two or three.
-    A reply is never held longer than ``hold`` seconds.
+    A reply is never held longer than ``hold`` seconds. A batch the layer does not take
+    (the interface's channel full, its shards away) is dropped out loud: a WARNING naming
+    the channel and ``channels_messages_dropped_total{operation="relay reply"}``.
     """
 
     def __init__(self, layer: ChannelLayer, channel: str, hold: float = REPLY_HOLD_SECONDS) -> None:
@@ -61,9 +67,14 @@ class ReplyOutbox:
 
     def _flush_soon(self) -> None:
         self._timer = None
-        task = asyncio.ensure_future(self.flush())
+        task = asyncio.ensure_future(self._flush_held())
         self._flushing.add(task)
         task.add_done_callback(self._flushing.discard)
+
+    async def _flush_held(self) -> None:
+        """The timer's flush: nobody waits for it, and a batch it could not send is counted."""
+        with contextlib.suppress(Exception):
+            await self.flush()
 
     async def flush(self, last: dict | None = None) -> None:
         """Send what is held now (with ``last`` at the end of the batch)."""
@@ -79,7 +90,13 @@ class ReplyOutbox:
         held, self._held, self._size = self._held, [], 0
         if held:
             first, rest = held[0], held[1:]
-            await self.layer.send(self.channel, {**first, BATCH_KEY: rest} if rest else first)
+            try:
+                await self.layer.send(self.channel, {**first, BATCH_KEY: rest} if rest else first)
+            except Exception as error:
+                reason = "full" if isinstance(error, ChannelFull) else "unsent"
+                kinds = ", ".join(sorted({str(reply.get("type")) for reply in held}))
+                dropped("relay reply", reason, self.channel, count=len(held), detail=f"{kinds}: {error!r}")
+                raise
 
 
 async def send_beats(
