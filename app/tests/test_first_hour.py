@@ -97,8 +97,9 @@ def test_readyz_names_the_shard_of_its_check_on_a_sharded_layer(redis_url):
     _, body = ready_answer(layers)
     check = body["checks"]["channel_layer"]
     assert len(check["servers"]) == 2 and check["server"] in check["servers"]
-    # The check's channel is on one shard: ready when it is the live one, else that one named.
-    assert check["ok"] is (check["server"] == check["servers"][0])
+    # The check's channel is on one shard, named; ready whichever it is: a channel of the dead
+    # shard goes to its spare, the live one, which the process reads too.
+    assert check["ok"] is True, check
 
 
 # --- the kit's log lines --------------------------------------------------------------------

@@ -185,6 +185,42 @@ def test_a_waiting_receive_outlasts_a_server_away_longer_than_the_reconnect_time
     assert run(scenario())["n"] == 1
 
 
+def test_a_consuming_channel_the_broker_closed_is_replaced(url, prefix):
+    """The broker closes the consuming channel (a channel error: an unknown delivery tag)
+    while the connection stays open: the connection is replaced at once, and a waiting
+    receive gets the next message another process sends (before, the reader believed itself
+    subscribed and waited for ever)."""
+    layer = RabbitMQChannelLayer(url=url, prefix=prefix)
+    other = RabbitMQChannelLayer(url=url, prefix=prefix)
+
+    async def scenario():
+        await layer.send("jobs", {"type": "job", "n": 0})
+        assert (await layer.receive("jobs"))["n"] == 0
+        state = layer._states[asyncio.get_running_loop()]
+        before = state.connection
+        waiter = asyncio.ensure_future(layer.receive("jobs"))
+        await asyncio.sleep(0.3)
+        await before.consume.basic_ack(987654, wait=False)  # PRECONDITION_FAILED: channel closed
+        for _ in range(50):
+            if before.consume.is_closed:
+                break
+            await asyncio.sleep(0.1)
+        assert before.consume.is_closed
+        for _ in range(100):
+            if state.connection is not before and state.connection is not None and state.connection.is_open:
+                break
+            await asyncio.sleep(0.1)
+        replaced = state.connection is not before and before.connection.is_closed
+        await other.send("jobs", {"type": "job", "n": 1})
+        message = await asyncio.wait_for(waiter, 15)
+        await layer.flush()
+        return message, replaced
+
+    message, replaced = run(scenario())
+    assert message["n"] == 1
+    assert replaced, "the connection whose consuming channel closed is still in use"
+
+
 def test_idle_connection_outlives_heartbeats(url, prefix):
     """With a 1 s heartbeat, 4 s of silence keep the same connection (no reconnect)."""
     layer = RabbitMQChannelLayer(url=url, prefix=prefix, heartbeat=1)

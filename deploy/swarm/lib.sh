@@ -33,14 +33,15 @@ render_stack() {
 }
 
 # services_converged: true when every service of the stack runs its desired tasks (a job: all
-# of them completed). Prints the ones that do not.
+# of them completed; a global service: at least one, as it reads 0/0 until Swarm places its
+# tasks). Prints the ones that do not.
 services_converged() {
-  docker service ls --filter "label=com.docker.stack.namespace=$STACK" --format '{{.Name}} {{.Replicas}}' |
+  docker service ls --filter "label=com.docker.stack.namespace=$STACK" --format '{{.Name}} {{.Mode}} {{.Replicas}}' |
     awk '{
       if (match($0, /[0-9]+\/[0-9]+ completed/)) {  # a job: "0/1 (1/1 completed)"
         split(substr($0, RSTART, RLENGTH - 10), r, "/")
-      } else split($2, r, "/")  # "3/3", or "3/3 (max 1 per node)"
-      if (r[1] != r[2]) { print $0; bad = 1 }
+      } else split($3, r, "/")  # "3/3", or "3/3 (max 1 per node)"
+      if (r[1] != r[2] || ($2 == "global" && r[2] == 0)) { print $1 " " $3; bad = 1 }
     } END { exit bad }'
 }
 

@@ -2,8 +2,8 @@
 again, empty: the other shard keeps carrying tasks meanwhile, no socket closes, no app
 process restarts, and every room delivers to every member again once the shard is back
 (each process writes its group memberships back). What the stopped shard held (messages
-queued there, rooms whose group lives there, a Daphne's replies while its inbox is there)
-is lost or late for the outage; the test prints how much got through."""
+queued there, rooms whose group lives there) is lost or late for the outage (replies to a
+process whose inbox is there go to the next shard); the test prints how much got through."""
 
 import asyncio
 import json
@@ -62,8 +62,7 @@ def test_a_shard_stopped_for_ten_seconds_then_back_empty(capsys):
         await asyncio.to_thread(compose, "stop", "--timeout", "1", "redis-2")
 
         async def start_again() -> float:
-            # On a clock of its own: in relay mode a request whose interface inbox is on the
-            # stopped shard is answered only once the shard is back.
+            # On a clock of its own, whatever the requests meanwhile take.
             await asyncio.sleep(OUTAGE_SECONDS)
             await asyncio.to_thread(compose, "start", "redis-2")
             return time.monotonic()

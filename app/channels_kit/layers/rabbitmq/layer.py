@@ -127,7 +127,13 @@ class _Connection:
 
     @property
     def is_open(self) -> bool:
-        return not self.connection.is_closed
+        """Whether the connection and its publishing and consuming channels are open. Either
+        channel closed by the broker (an error on it) leaves the connection useless to the
+        layer: its consumers and delivery tags went with the channel, so the connection is
+        replaced as if it were lost (the operations channel reopens by itself)."""
+        if self.connection.is_closed:
+            return False
+        return all(channel is not None and not channel.is_closed for channel in (self.publish, self.consume))
 
     async def ops_channel(self) -> AbstractChannel:
         """The operations channel, reopened when an error closed it."""
@@ -248,6 +254,9 @@ class RabbitMQChannelLayer(BaseChannelLayer):
             if state.closed:
                 raise RuntimeError("the channel layer was closed in this event loop")
             lost = state.connection is not None
+            if state.connection is not None and not state.connection.connection.is_closed:
+                logger.warning("RabbitMQ closed a channel of this process's connection; replacing it")
+                await state.connection.close()
             deadline = time.monotonic() + self.reconnect_timeout
             delay = RECONNECT_FIRST_DELAY
             while True:
@@ -264,6 +273,9 @@ class RabbitMQChannelLayer(BaseChannelLayer):
             state.generation = connection.generation
             state.connection = connection
             connection.connection.closing.add_done_callback(lambda _: self._on_connection_lost(state))
+            for channel in (connection.publish, connection.consume):  # see _Connection.is_open
+                assert channel is not None
+                channel.closing.add_done_callback(lambda _: self._on_connection_lost(state))
             if lost:
                 logger.warning("RabbitMQ connection reopened; resubscribing and restoring group bindings")
                 await self._restore_bindings(connection)
