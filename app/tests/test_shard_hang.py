@@ -204,6 +204,34 @@ def test_a_process_channel_on_a_hung_shard_gets_its_messages_through_the_spare(s
     assert home == 0, f"{home} message(s) left on the woken shard"
 
 
+def test_a_clock_comparison_too_slow_to_tell_is_made_again_at_the_next_send(servers):
+    """A process's first comparison of a shard's clock meets a stalled shard (0.3 s): it tells
+    nothing, so the next send compares again rather than going without a deadline for a
+    minute (sends without one that a hung shard runs late were written twice: four repeated
+    frames in a direct-mode run of the e2e shard hang)."""
+    (server, url), _ = servers
+    layer = layer_on(url)
+
+    async def scenario():
+        connection = layer.connection(0)
+        await connection.ping()
+        loop = asyncio.get_running_loop()
+        os.kill(server.pid, signal.SIGSTOP)
+        loop.call_later(0.3, os.kill, server.pid, signal.SIGCONT)
+        await layer.clocks.measure(connection, 0)  # answered after the stall: too slow
+        after_slow = (layer.clocks.offsets[0], layer.clocks.due(0))
+        await layer.send("jobs", {"type": "job"})  # measures again first
+        after_send = (layer.clocks.offsets[0] is not None, layer.clocks.due(0))
+        deadline = layer.clocks.deadline(0, COMMAND_TIMEOUT)
+        await layer.close_pools()
+        return after_slow, after_send, deadline
+
+    after_slow, after_send, deadline = run(scenario())
+    assert after_slow == (None, True), after_slow
+    assert after_send == (True, False), after_send
+    assert deadline > 0
+
+
 class FreezingProxy:
     """A TCP proxy to a Redis server that can freeze: its open connections then stay open and
     silent for good (a lost host), and new connections go to ``target`` (the shard's new place)."""

@@ -8,8 +8,8 @@ Asserted: rooms whose group lives on the healthy shard get every post to every m
 1 s, members of interface servers whose own inbox lives on the hung shard included (the
 shard is chosen so that there are some: their messages go to the inbox's spare shard, which
 they read too); every room delivers normally within 5 s of the shard's return; no task runs
-twice and every task is done; no post is stored twice; every socket got one hello frame (the
-connect handler ran once); no socket closed.
+twice and every task is done; no post is stored twice (a frame may come twice: printed);
+every socket got one hello frame (the connect handler ran once); no socket closed.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from test_backend import backend
 
-from conftest import ASGI_MODE, BASE_URL, WS_URL, compose, parts, placement, service_exec, wait_for_task
+from conftest import BASE_URL, WS_URL, compose, parts, placement, service_exec, wait_for_task
 from kit_clients import ChatMember, fetch
 
 pytestmark = [
@@ -166,8 +166,8 @@ def test_a_shard_paused_under_chat_and_tasks_stalls_nothing_beyond_it(default_so
     assert statuses == ["done"] * len(tasks), Counter(statuses)
     assert not ran_twice, f"tasks run twice: {ran_twice}"
     assert report.stored_twice == 0, f"{report.stored_twice} posts were stored twice"
-    if ASGI_MODE != "relay":  # no event is ever sent again in direct mode
-        assert report.twice == 0, f"{report.twice} frames reached a member twice"
+    # Frames may come twice (printed, not asserted): a send the shard ran just as it froze,
+    # before its reply left, goes to the spare too (at least once; docs/channel-layer.md).
     assert report.hellos == [1] * len(members), "a connect handler ran more than once"
     assert not report.late_rooms, (
         f"rooms not delivering normally {RECOVERY_SECONDS:g} s after the return: {report.late_rooms}"

@@ -44,13 +44,17 @@ class ShardClocks:
         return time.monotonic() - self.measured[index] >= REMEASURE_SECONDS
 
     async def measure(self, connection: Redis, index: int) -> None:
-        """Compare the shard's clock with this process's (one ``TIME``)."""
+        """Compare the shard's clock with this process's (one ``TIME``). A round trip too slow
+        to tell keeps the last offset for another ``REMEASURE_SECONDS``; with none yet (a
+        process starting on a busy host), the next send measures again: until then sends go
+        without a deadline, and a hung shard could write one twice."""
         before = time.time()
         seconds, microseconds = await connection.time()
         after = time.time()
-        self.measured[index] = time.monotonic()
         if after - before <= MAX_ROUND_TRIP_SECONDS:
             self.offsets[index] = seconds + microseconds / 1e6 - (before + after) / 2
+        if self.offsets[index] is not None:
+            self.measured[index] = time.monotonic()
 
     def deadline(self, index: int, command_timeout: float) -> float:
         """A send's deadline in the shard's clock; 0 (none) while its clock is unknown."""
