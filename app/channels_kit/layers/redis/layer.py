@@ -94,6 +94,18 @@ def shard_name(host: Mapping[str, Any]) -> str:
     return f"{host.get('host', 'localhost')}:{host.get('port', 6379)}/{host.get('db', 0)}"
 
 
+# Both send scripts start with this: past ``deadline`` (the shard's clock; 0: none) they write
+# nothing and return -1 (``clocks.LATE``).
+PAST_DEADLINE_LUA = """
+if deadline > 0 then
+    if redis.replicate_commands then redis.replicate_commands() end
+    local clock = redis.call('TIME')
+    if tonumber(clock[1]) + tonumber(clock[2]) / 1000000 > deadline then
+        return -1
+    end
+end
+"""
+
 # Refuse when full (unexpired messages counted), append, trim expired messages, refresh the
 # key's TTL: one round trip. The ZADD is the script's first write on purpose: a Redis at its
 # maxmemory (noeviction) refuses a script only at its first write that may grow memory, and
@@ -102,16 +114,12 @@ def shard_name(host: Mapping[str, Any]) -> str:
 # The bound of the count is formatted in full: Lua's default 14 digits are ~100 µs off.
 # A send past its deadline (ARGV[5], in the shard's clock; 0: none) writes nothing and
 # returns -1: the shard hung meanwhile, and the sender gave the message to another (clocks).
-SEND_SCRIPT = """
+SEND_SCRIPT = (
+    """
 local deadline = tonumber(ARGV[5])
-if deadline > 0 then
-    if redis.replicate_commands then redis.replicate_commands() end
-    local clock = redis.call('TIME')
-    if tonumber(clock[1]) + tonumber(clock[2]) / 1000000 > deadline then
-        return -1
-    end
-end
-local now = tonumber(ARGV[2])
+"""
+    + PAST_DEADLINE_LUA
+    + """local now = tonumber(ARGV[2])
 local expiry = tonumber(ARGV[3])
 local accepted = 0
 if redis.call('ZCOUNT', KEYS[1], string.format('(%.17g', now - expiry), '+inf') < tonumber(ARGV[4]) then
@@ -124,6 +132,7 @@ if accepted == 1 then
 end
 return accepted
 """
+)
 
 
 # A group send on one shard: for each member channel under its capacity, append the message
@@ -131,16 +140,12 @@ return accepted
 # KEYS of the channels that were full.
 # As in SEND_SCRIPT the first write is a ZADD: a shard at its maxmemory refuses all or nothing,
 # and a shard that runs it past its deadline (the last ARGV; 0: none) writes nothing, returns -1.
-GROUP_SEND_SCRIPT = """
+GROUP_SEND_SCRIPT = (
+    """
 local deadline = tonumber(ARGV[#ARGV])
-if deadline > 0 then
-    if redis.replicate_commands then redis.replicate_commands() end
-    local clock = redis.call('TIME')
-    if tonumber(clock[1]) + tonumber(clock[2]) / 1000000 > deadline then
-        return -1
-    end
-end
-local now = tonumber(ARGV[#ARGV - 2])
+"""
+    + PAST_DEADLINE_LUA
+    + """local now = tonumber(ARGV[#ARGV - 2])
 local expiry = tonumber(ARGV[#ARGV - 1])
 local unexpired = string.format('(%.17g', now - expiry)
 local full = {}
@@ -157,6 +162,7 @@ for i = 1, #KEYS do
 end
 return full
 """
+)
 
 
 def keepalive_options() -> dict[int, int]:
@@ -354,10 +360,7 @@ class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
         """Whether shard ``index`` took the message: not if the channel holds its capacity
         there, nor if the shard is at its ``maxmemory`` (refused, logged: as full).
         ``LateForDeadline`` when the shard ran it too late to count (it hung: clocks)."""
-        if self.clocks.due(index):
-            await self.clocks.measure(self.connection(index), index)
-        deadline = self.clocks.deadline(index, self.command_timeout)
-        args = [data, time.time(), self.expiry, capacity, deadline]
+        args = [data, time.time(), self.expiry, capacity, await self._deadline(index)]
         accepted = await self._eval_writing(index, SEND_SCRIPT, [key], args)
         if accepted is None:
             self.refusals.refused(index, "send", f"a send to {channel}")
@@ -365,6 +368,12 @@ class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
         if accepted == LATE:
             raise LateForDeadline(f"shard {self.health.names[index]} ran a send past its deadline")
         return bool(accepted)
+
+    async def _deadline(self, index: int) -> float:
+        """A write's deadline on shard ``index``, in its clock (compared again when due)."""
+        if self.clocks.due(index):
+            await self.clocks.measure(self.connection(index), index)
+        return self.clocks.deadline(index, self.command_timeout)
 
     async def _eval_writing(self, index: int, script: str, keys: list[str], args: list[Any]) -> Any:
         """``script``'s result on shard ``index``, or None when the shard, at its ``maxmemory``,
@@ -582,11 +591,8 @@ class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
     ) -> list[int] | None:
         """``GROUP_SEND_SCRIPT`` on shard ``index``: the positions of full channels; None when
         the shard, at its ``maxmemory``, refused it; ``LateForDeadline`` when it hung meanwhile."""
-        if self.clocks.due(index):
-            await self.clocks.measure(self.connection(index), index)
-        deadline = self.clocks.deadline(index, self.command_timeout)
         args = [messages[k] for k in keys] + [capacities[k] for k in keys]
-        args += [time.time(), self.expiry, deadline]
+        args += [time.time(), self.expiry, await self._deadline(index)]
         full = await self._eval_writing(index, GROUP_SEND_SCRIPT, keys, args)
         if full == LATE:
             raise LateForDeadline(f"shard {self.health.names[index]} ran a group send past its deadline")
