@@ -1,6 +1,7 @@
 """The redis-py 8 idle trap, against a real Redis: stock channels_redis dies, the kit's layer lives."""
 
 import asyncio
+import time
 import uuid
 
 import channels_redis.core
@@ -14,6 +15,8 @@ from channels_kit.layers.redis.timeouts import (
     blocking_timeout_for,
     host_socket_timeout,
 )
+from tests.conftest import required_env
+from tests.helpers import run
 
 
 def test_socket_timeout_is_read_from_dict_url_or_default():
@@ -176,3 +179,37 @@ def test_a_burst_beyond_the_pool_waits_for_connections_instead_of_failing(redis_
             await layer.close_pools()
 
     asyncio.run(burst())
+
+
+def test_a_draining_process_hands_back_at_once_what_its_last_read_fetches():
+    """A worker draining (``requeue_pending``) still has blocking reads under way on every
+    shard. A message one of them fetches goes straight back for the other workers: it used
+    to wait until the other shard's read ended (its blocking timeout, 5 s here): in a
+    rolling deploy, the post a retiring worker took arrived ~1 s late in the tests' settings."""
+    urls = required_env("TEST_REDIS_SHARD_URLS").split(",")[:2]
+    hosts = [{"address": url, "socket_timeout": 30} for url in urls]  # blocking reads of 5 s
+    prefix = f"drain-{uuid.uuid4().hex[:8]}"
+    retiring, staying = (RedisChannelLayer(hosts=hosts, prefix=prefix) for _ in range(2))
+    assert retiring.brpop_timeout == 5
+
+    async def scenario():
+        waiter = asyncio.ensure_future(retiring.receive("jobs"))
+        await asyncio.sleep(0.3)  # its reads block on both shards, first in line
+        waiter.cancel()
+        await asyncio.gather(waiter, return_exceptions=True)
+        requeue = asyncio.ensure_future(retiring.requeue_pending())
+        receiver = asyncio.ensure_future(staying.receive("jobs"))
+        await asyncio.sleep(0.3)
+        sent = time.monotonic()
+        await staying.send("jobs", {"type": "job", "n": 1})
+        message = await asyncio.wait_for(receiver, 10)
+        took = time.monotonic() - sent
+        requeued = await asyncio.wait_for(requeue, 10)
+        await retiring.close_pools()
+        await staying.close_pools()
+        return message, took, requeued
+
+    message, took, requeued = run(scenario())
+    assert message["n"] == 1
+    assert requeued == 1, "the retiring process's read did not take the message: the test proves nothing"
+    assert took < 2.5, f"the message waited {took:.1f} s for the retiring process's other read"

@@ -1,5 +1,5 @@
 """Zero-drop deploys in relay mode: `make deploy` under load (no socket closed, nothing lost,
-no post sent meanwhile delivered 5 s late or more; their delays printed), and a staged
+the posts sent meanwhile delivered with a p99 within 1 s and none 5 s late), and a staged
 rollout whose canary fails. The rollout renumbers the worker containers: tests after it
 find them through `docker compose ps`, never as `docker compose exec worker` (container 1)."""
 
@@ -24,6 +24,8 @@ CLIENTS = 200
 POST_EVERY = (8.0, 12.0)
 # A post delivered later than this during the rollout is a stall.
 STALL_SECONDS = 5.0
+# The issue's goal for the delays of the posts sent during the rollout.
+P99_GOAL_SECONDS = 1.0
 
 
 def worker_containers() -> dict[str, str]:
@@ -88,12 +90,18 @@ def delivery_delays(clients: list[ChatClient], since: float, until: float) -> li
     return sorted(c.received[t] - sent[t] for c in clients for t in c.received.keys() & sent.keys())
 
 
+def p99(delays: list[float]) -> float:
+    return delays[int(len(delays) * 0.99)]
+
+
 def percentiles(delays: list[float]) -> str:
     if not delays:
         return "none"
-    p50, p99 = delays[len(delays) // 2], delays[int(len(delays) * 0.99)]
     late = sum(1 for d in delays if d > 1.0)
-    return f"p50 {p50:.2f} s, p99 {p99:.2f} s, max {delays[-1]:.2f} s, {late} of {len(delays)} over 1 s"
+    return (
+        f"p50 {delays[len(delays) // 2]:.2f} s, p99 {p99(delays):.2f} s, max {delays[-1]:.2f} s, "
+        f"{late} of {len(delays)} over 1 s"
+    )
 
 
 def test_rollout_under_load_drops_no_socket_and_loses_no_message(capsys):
@@ -159,9 +167,12 @@ def test_rollout_under_load_drops_no_socket_and_loses_no_message(capsys):
     assert closes == 0
     assert delivered == expected
     assert errors == 0 and traffic.statuses[200] > 0
-    # No stall (the issue's deploys delivered 10 % of posts 5-30 s late). The p99 is printed,
-    # not asserted: a shared 2-core machine moves it (0.6-1.3 s measured against a 1 s goal).
+    # No stall (the issue's deploys delivered 10 % of posts 5-30 s late), and the posts sent
+    # during the rollout delivered with a p99 within 1 s. Measured 2026-12-08 (max of the
+    # delays, 3 runs each): Redis 0.07-0.34 s, RabbitMQ 0.17-0.52 s; before a retiring
+    # worker handed back at once what its last read fetched, Redis 0.84-1.09 s.
     assert during and during[-1] < STALL_SECONDS, percentiles(during)
+    assert p99(during) <= P99_GOAL_SECONDS, percentiles(during)
 
 
 def test_a_staged_rollout_stops_at_a_failing_canary(capsys):

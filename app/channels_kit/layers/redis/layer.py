@@ -490,22 +490,19 @@ class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
         """Stop receiving in this event loop; put fetched, undelivered general-channel messages back.
 
         For a graceful worker shutdown: once its ``receive()`` calls are cancelled,
-        nothing this process took from Redis is lost. Returns how many went back.
+        nothing this process took from Redis is lost. What was fetched goes back at once;
+        what the reads still under way fetch goes back as each read returns (``keep``),
+        not after the last one's blocking timeout. Returns how many went back.
         """
-        requeued = refused = 0
-        for reader in self._readers_of_this_loop():
-            await reader.stop()
-            if not isinstance(reader, GeneralChannelReader):
-                continue  # a '!' channel's messages belong to this (departing) process
-            for member, score, index in reader.take_unreceived():
-                connection = self.connection(index)
-                try:
-                    await connection.zadd(reader.key, {member: score})
-                except redis.exceptions.OutOfMemoryError:
-                    refused += 1  # the shard is at its maxmemory: the others still go back
-                    continue
-                await connection.expire(reader.key, math.ceil(self.expiry))
-                requeued += 1
+        readers = self._readers_of_this_loop()
+        for reader in readers:
+            reader.closing = True  # no new read; what the current one fetches goes back
+        # A '!' channel's messages are this process's: only the general channels' go back.
+        general = [reader for reader in readers if isinstance(reader, GeneralChannelReader)]
+        outcomes = [await self.put_back(r.key, *item) for r in general for item in r.take_unreceived()]
+        await asyncio.gather(*(reader.stop() for reader in readers))
+        outcomes += [outcome for reader in general for outcome in reader.handed_back]
+        requeued, refused = outcomes.count(True), outcomes.count(False)
         if requeued:
             logger.info("requeued %d fetched but undelivered message(s)", requeued)
         if refused:
@@ -513,6 +510,17 @@ class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
                 "%d fetched message(s) lost: their shard, at its maxmemory, refused them back", refused
             )
         return requeued
+
+    async def put_back(self, key: str, member: bytes, score: float, index: int) -> bool:
+        """Return one fetched message to its queue, in its place (its score); False when the
+        shard, at its maxmemory, refuses it."""
+        connection = self.connection(index)
+        try:
+            await connection.zadd(key, {member: score})
+        except redis.exceptions.OutOfMemoryError:
+            return False
+        await connection.expire(key, math.ceil(self.expiry))
+        return True
 
     # --- groups --------------------------------------------------------------------
 

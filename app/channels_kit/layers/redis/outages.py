@@ -177,6 +177,8 @@ class ShardedLayer(Protocol):
 
     async def pop_batch(self, connection: Redis, key: str, count: int) -> list[tuple[bytes, float]]: ...
 
+    async def put_back(self, key: str, member: bytes, score: float, index: int) -> bool: ...
+
 
 class Memberships:
     """The group memberships this process made, written back to a shard that lost them."""

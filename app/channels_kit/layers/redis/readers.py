@@ -2,8 +2,8 @@
 
 A read cancelled after Redis popped a message would lose it, so the pollers here are
 never cancelled while they read: ``receive()`` callers cancel their own wait instead,
-and whatever the pollers fetch meanwhile is kept for the next ``receive()`` (or put
-back by ``RedisChannelLayer.requeue_pending``).
+and whatever the pollers fetch meanwhile is kept for the next ``receive()`` (or, once
+the process drains, put back for other processes: ``RedisChannelLayer.requeue_pending``).
 """
 
 from __future__ import annotations
@@ -86,9 +86,13 @@ class ShardReader:
                 for member, score in batch:
                     if score < horizon:
                         continue  # expired while queued: dropped, as channels_redis would
-                    self.deliver(member, score, index)
+                    await self.keep(member, score, index)
         except Exception as exc:  # noqa: BLE001 - handed to a waiter, which raises it
             self.fail(exc)
+
+    async def keep(self, member: bytes, score: float, index: int) -> None:
+        """What a read fetched: for the waiters (``deliver``)."""
+        self.deliver(member, score, index)
 
     async def stop(self) -> None:
         """Let the pollers finish their current read (at most one blocking timeout)."""
@@ -116,6 +120,8 @@ class GeneralChannelReader(ShardReader):
         super().__init__(layer, layer.prefix + channel, list(range(layer.ring_size)))
         self.fetched: asyncio.Queue = asyncio.Queue()
         self.waiting = 0
+        #: The outcome of each put-back of a message fetched while closing (False: refused).
+        self.handed_back: list[bool] = []
 
     def wanted(self) -> bool:
         return not self.closing and self.waiting > self.fetched.qsize()
@@ -126,6 +132,15 @@ class GeneralChannelReader(ShardReader):
 
     def deliver(self, member: bytes, score: float, index: int) -> None:
         self.fetched.put_nowait((member, score, index))
+
+    async def keep(self, member: bytes, score: float, index: int) -> None:
+        """Once the process drains (``closing``), what its last read fetches goes straight back
+        to Redis for the other workers: waiting for the other pollers' reads to end first
+        held it up to a blocking timeout (the last ~1 s tail of a rolling deploy)."""
+        if self.closing:
+            self.handed_back.append(await self.layer.put_back(self.key, member, score, index))
+        else:
+            self.deliver(member, score, index)
 
     def fail(self, exc: Exception) -> None:
         self.fetched.put_nowait(exc)
