@@ -198,9 +198,12 @@ REDIS_TLS_OPTIONS: dict[str, Callable[[str], str | None]] = {
 }
 REDIS_FORMS = (
     "redis://[[user]:password@]host[:port][/db], rediss://[[user]:password@]host[:port][/db] "
-    "(TLS) or unix://[[user]:password@]/path/to/redis.sock[?db=N], with redis-py's options "
-    "after a '?'"
+    "(TLS), unix://[[user]:password@]/path/to/redis.sock[?db=N], with redis-py's options "
+    "after a '?', or redis+sentinel://[[user]:password@]master-name[/db] (a replicated shard "
+    "whose primary the Sentinels of REDIS_SENTINELS name)"
 )
+SENTINEL_SCHEME = "redis+sentinel"
+SENTINELS_FORM = "host:port of each Sentinel, comma-separated (e.g. sentinel-1:26379,sentinel-2:26379)"
 AMQP_FORMS = "amqp://user:password@host[:port][/vhost] or amqps://user:password@host[:port][/vhost] (TLS)"
 POSTGRES_FORMS = (
     "postgresql://[user[:password]@][host][:port][/dbname][?options] (or postgres://...), "
@@ -229,14 +232,20 @@ def _authority_problem(url: str, schemes: tuple[str, ...], need_host: bool = Tru
 def redis_url_problem(url: str) -> str | None:
     """What is wrong with one Redis URL of the layer (``REDIS_FORMS``), or None."""
     scheme = url.partition("://")[0].lower()
-    problem = _authority_problem(url, ("redis", "rediss", "unix"), need_host=scheme != "unix")
+    schemes = ("redis", "rediss", "unix", SENTINEL_SCHEME)
+    problem = _authority_problem(url, schemes, need_host=scheme != "unix")
     if problem:
         if problem == "it has no scheme" and re.fullmatch(r"[\w.-]+(:\d+)?(/\d+)?", url):
             problem += f" (redis://{url}?)"
         elif "sentinel" in scheme:
-            problem += " (Sentinel: write CHANNEL_LAYERS by hand, with channels_redis's sentinel hosts)"
+            problem += f" (a replicated shard: {SENTINEL_SCHEME}://[[user]:password@]master-name[/db])"
         return problem
     parts = urlsplit(url)
+    if scheme == SENTINEL_SCHEME:
+        if parts.port is not None:
+            return "it names a port: a Sentinel shard names its master, the Sentinels go in REDIS_SENTINELS"
+        if parts.query:
+            return "it has options: a Sentinel shard takes none (the REDIS_* variables set them)"
     if scheme == "unix" and not parts.path.strip("/"):
         return "it names no socket path"
     database = parts.path.strip("/")
@@ -286,6 +295,17 @@ def redis_urls() -> list[str]:
     return redis_urls_from_env()[1]
 
 
+def redis_sentinels() -> list[tuple[str, int]]:
+    """``REDIS_SENTINELS`` as (host, port) pairs, checked; empty when unset."""
+    sentinels = []
+    for item in env_list("REDIS_SENTINELS"):
+        host, _, port = item.rpartition(":")
+        if not host or "/" in item or "@" in item or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ImproperlyConfigured(f"REDIS_SENTINELS item {masked(item)!r}: expected {SENTINELS_FORM}")
+        sentinels.append((host.strip("[]"), int(port)))
+    return sentinels
+
+
 SSL_CERT_REQS = ("none", "optional", "required")
 
 
@@ -306,6 +326,22 @@ def redis_host(url: str) -> dict[str, Any]:
             host["username"] = env_str("REDIS_USERNAME")
         if env_secret("REDIS_PASSWORD"):
             host["password"] = env_secret("REDIS_PASSWORD")
+    if url.lower().startswith(f"{SENTINEL_SCHEME}://"):
+        host["sentinels"] = redis_sentinels()
+        if not host["sentinels"]:
+            raise ImproperlyConfigured(
+                f"REDIS_URLS names the Sentinel shard {masked(url)!r} but REDIS_SENTINELS is empty: "
+                f"expected {SENTINELS_FORM}"
+            )
+        # How the layer logs in to the Sentinels (their own password, or none).
+        host["sentinel_kwargs"] = {
+            key: value
+            for key, value in (
+                ("username", env_str("REDIS_SENTINEL_USERNAME")),
+                ("password", env_secret("REDIS_SENTINEL_PASSWORD")),
+            )
+            if value
+        }
     if url.startswith("rediss://"):
         cert_reqs = env_str("REDIS_SSL_CERT_REQS", "required").lower()
         if cert_reqs not in SSL_CERT_REQS:

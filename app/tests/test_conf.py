@@ -139,6 +139,9 @@ LAYER_VARIABLES = (
     "POSTGRES_LAYER_URL",
     "DATABASE_URL",
     "POSTGRES_HOST",
+    "REDIS_SENTINELS",
+    "REDIS_SENTINEL_USERNAME",
+    "REDIS_SENTINEL_PASSWORD",
 )
 
 
@@ -157,7 +160,9 @@ def clean_layer_env(monkeypatch):
         ("REDIS_URL", "redis://:s3cret@", "it names no host"),
         ("REDIS_URLS", "redis://:s3cret@redis:99999/0", "port"),
         ("REDIS_URLS", "redis://redis:six", "port"),
-        ("REDIS_URLS", "redis+sentinel://redis:26379", "scheme 'redis+sentinel' is not one of"),
+        ("REDIS_URLS", "sentinel://shard-1", "scheme 'sentinel' is not one of"),
+        ("REDIS_URLS", "redis+sentinel://redis:26379", "it names a port: a Sentinel shard names its master"),
+        ("REDIS_URLS", "redis+sentinel://shard-1?socket_timeout=3", "a Sentinel shard takes none"),
         ("REDIS_URLS", "redis://redis:6379/zero", "database 'zero' is not a number"),
         ("REDIS_URLS", "redis://redis:6379/0?ssl_cert_reqs=none", "ssl_cert_reqs is a TLS option"),
         ("REDIS_TLS_URL", "rediss://:s3cret@redis:6380?ssl_cert_reqs=sometimes", "'sometimes' is not one of"),
@@ -188,6 +193,34 @@ def test_a_bad_shard_among_several_is_named_by_its_place(clean_layer_env):
     clean_layer_env.setenv("REDIS_URLS", "redis://a:6379/0,redis://a:6379/0")
     with pytest.raises(ImproperlyConfigured, match="names 'redis://a:6379/0' twice"):
         conf.channel_layers_from_env()
+
+
+def test_sentinel_shards_name_their_master_and_share_the_sentinels(clean_layer_env):
+    clean_layer_env.setenv("REDIS_URLS", "redis+sentinel://shard-1,redis+sentinel://:own@Shard_2/1")
+    clean_layer_env.setenv("REDIS_SENTINELS", "sentinel-1:26379, sentinel-2:26380,[::1]:26381")
+    clean_layer_env.setenv("REDIS_SENTINEL_PASSWORD", "s3cret")
+    first, second = conf.channel_layers_from_env()["default"]["CONFIG"]["hosts"]
+    assert first["address"] == "redis+sentinel://shard-1"
+    assert first["sentinels"] == [("sentinel-1", 26379), ("sentinel-2", 26380), ("::1", 26381)]
+    assert first["sentinel_kwargs"] == {"password": "s3cret"}
+    assert second["address"] == "redis+sentinel://:own@Shard_2/1"
+
+
+@pytest.mark.parametrize(
+    ("sentinels", "problem"),
+    [
+        ("", "REDIS_URLS names the Sentinel shard 'redis+sentinel://shard-1' but REDIS_SENTINELS is empty"),
+        ("sentinel-1", "REDIS_SENTINELS item 'sentinel-1': expected host:port of each Sentinel"),
+        ("sentinel-1:0", "REDIS_SENTINELS item 'sentinel-1:0': expected host:port"),
+        ("redis://sentinel-1:26379", "REDIS_SENTINELS item 'redis://sentinel-1:26379': expected host:port"),
+    ],
+)
+def test_a_sentinel_shard_without_usable_sentinels_is_refused(clean_layer_env, sentinels, problem):
+    clean_layer_env.setenv("REDIS_URLS", "redis+sentinel://shard-1")
+    clean_layer_env.setenv("REDIS_SENTINELS", sentinels)
+    with pytest.raises(ImproperlyConfigured) as raised:
+        conf.channel_layers_from_env()
+    assert problem in str(raised.value)
 
 
 def test_every_form_the_redis_layer_takes_still_passes(clean_layer_env):

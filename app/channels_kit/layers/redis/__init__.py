@@ -10,6 +10,8 @@
 - ``clocks``: each send's deadline in its shard's clock, so a hung shard that wakes up
   writes nothing it was sent before the sender gave up (no message twice).
 - ``full``: a shard out of memory (``noeviction``): its refusals told apart and logged.
+- ``sentinel``: replicated shards (``redis+sentinel://master-name``), whose primary the
+  Sentinels name on each new connection, so a failover is followed.
 - ``inspector``: queue figures and worker states, for ``channels_status`` and ``/metrics``.
 """
 

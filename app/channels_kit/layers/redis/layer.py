@@ -63,6 +63,7 @@ from channels_kit.layers.redis.outages import (
     ShardHealth,
 )
 from channels_kit.layers.redis.readers import GeneralChannelReader, ShardReader, SpecificChannelReader
+from channels_kit.layers.redis.sentinel import is_sentinel_address, sentinel_pool
 from channels_kit.layers.redis.timeouts import (
     DEFAULT_COMMAND_TIMEOUT,
     blocking_read_timeout,
@@ -187,6 +188,13 @@ def check_addresses(hosts: list[Mapping[str, Any]]) -> None:
         address = host.get("address")
         if not isinstance(address, str):
             continue
+        if is_sentinel_address(address):
+            if not host.get("sentinels"):
+                raise ImproperlyConfigured(
+                    f"channel layer host {redacted(address)!r}: a Sentinel shard needs its 'sentinels' "
+                    "((host, port) pairs; REDIS_SENTINELS)"
+                )
+            continue
         try:
             redis.asyncio.connection.parse_url(address)
         except ValueError as exc:
@@ -257,9 +265,11 @@ class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
         if "address" not in host:
             return create_pool(host | {"socket_timeout": timeout})  # Sentinel: channels_redis's own
         address = host.pop("address")
-        if address.startswith(("redis://", "rediss://")):
+        if address.startswith(("redis://", "rediss://")) or is_sentinel_address(address):
             host.setdefault("socket_keepalive", True)
             host.setdefault("socket_keepalive_options", keepalive_options())
+        if is_sentinel_address(address):
+            return sentinel_pool(address, host | {"socket_timeout": timeout}, self.command_timeout)
         host.setdefault("max_connections", DEFAULT_MAX_CONNECTIONS)
         host["timeout"] = host.pop("pool_timeout", DEFAULT_POOL_TIMEOUT)
         pool = redis.asyncio.BlockingConnectionPool.from_url(address, **host)
