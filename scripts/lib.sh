@@ -77,6 +77,10 @@ KIT_SECRETS=(
   redis_admin_password:REDIS_PASSWORD
   redis_worker_password:-
   redis_relay_password:-
+  redis_replica_password:-
+  redis_sentinel_password:-
+  sentinel_admin_password:-
+  sentinel_layer_password:-
 )
 
 # secrets_dir: the directory of the secrets of ENV_FILE, absolute: SECRETS_DIR (the

@@ -41,6 +41,7 @@ PARTS = {
     "rabbitmq": "the demo stack on RabbitMQ in relay mode (part 6)",
     "postgres": "the demo stack on PostgreSQL in relay mode (part 7)",
     "relay": "the demo stack in relay mode with Prometheus (part 8)",
+    "replicas": "the demo stack in relay mode with replicated shards, REDIS_REPLICAS=1 (part 8)",
     "project_direct": "tests/projects/mysite's stack in direct mode (part 9)",
     "project_relay": "tests/projects/mysite's stack in relay mode (part 9)",
 }

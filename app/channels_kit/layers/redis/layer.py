@@ -54,6 +54,7 @@ from channels_kit.layers.hashring import HashRing
 from channels_kit.layers.redis.clocks import LATE, LateForDeadline, ShardClocks
 from channels_kit.layers.redis.full import MemoryRefusals, out_of_memory
 from channels_kit.layers.redis.outages import (
+    FAILOVER_WAIT_SECONDS,
     MAX_RETRY_SECONDS,
     OUTAGE_ERRORS,
     PROBE_SECONDS,
@@ -552,20 +553,10 @@ class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
         members of a shard that does not answer get it through its spare. The group's own
         shard down: nobody gets it (logged)."""
         assert self.require_valid_group_name(group), "Group name not valid"
-        key = self._group_key(group)
-        index = self.consistent_hash(group)
-        try:
-            if not self.health.usable(index):
-                raise redis.exceptions.ConnectionError("known down")
-            connection = self.connection(index)
-            await connection.zremrangebyscore(key, min=0, max=int(time.time()) - self.group_expiry)
-            names = [member.decode("utf8") for member in await connection.zrange(key, 0, -1)]
-        except OUTAGE_ERRORS as error:
-            if self.health.usable(index):
-                self.health.failed(index, error)
+        names = await self._group_members(group)
+        if names is None:
             logger.warning("group_send to %s: its shard does not answer; nobody got the message", group)
             return
-        self.health.answered(index)
         by_shard, messages, capacities = self._map_channel_keys_to_connection(names, message)
         await asyncio.gather(
             *(
@@ -573,6 +564,34 @@ class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
                 for shard, keys in by_shard.items()
             )
         )
+
+    async def _group_members(self, group: str) -> list[str] | None:
+        """The member channels of ``group``, from its shard; None when the shard does not answer.
+        A replicated shard's failover is waited for (``FAILOVER_WAIT_SECONDS``): its members are
+        on the replica it promotes."""
+        key, index = self._group_key(group), self.consistent_hash(group)
+        deadline = time.monotonic() + (FAILOVER_WAIT_SECONDS if self.replicated(index) else 0.0)
+        while True:
+            try:
+                if not self.health.usable(index):
+                    raise redis.exceptions.ConnectionError("known down")
+                connection = self.connection(index)
+                await connection.zremrangebyscore(key, min=0, max=int(time.time()) - self.group_expiry)
+                names = [member.decode("utf8") for member in await connection.zrange(key, 0, -1)]
+            except OUTAGE_ERRORS as error:
+                if self.health.usable(index):
+                    self.health.failed(index, error)
+                if time.monotonic() >= deadline:
+                    return None
+                await self.health.wait_usable(index, deadline - time.monotonic())
+                continue
+            self.health.answered(index)
+            return names
+
+    def replicated(self, index: int) -> bool:
+        """Whether shard ``index`` fails over (a Sentinel master) rather than being lost."""
+        host = self.hosts[index]
+        return is_sentinel_address(host.get("address")) or "master_name" in host
 
     async def _group_send_on(
         self, shard: int, group: str, keys: list[str], messages: dict, capacities: dict

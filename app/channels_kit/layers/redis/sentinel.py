@@ -16,6 +16,8 @@ from urllib.parse import unquote, urlsplit
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
 SCHEME = "redis+sentinel"
+# The shortest connect timeout of a replicated shard's connections, seconds.
+MIN_CONNECT_TIMEOUT = 1.0
 
 
 def is_sentinel_address(address: object) -> bool:
@@ -42,9 +44,14 @@ def sentinel_pool(address: str, host: dict[str, Any], query_timeout: float) -> S
     database = parts.path.strip("/")
     if database:
         options["db"] = int(database)
+    # A lost primary's address may still resolve while nothing answers there: each connect
+    # (and each of its retries) would wait the whole connect timeout before the Sentinels are
+    # asked again. Bounded so the layer follows the promotion within a second or two.
+    follow = max(MIN_CONNECT_TIMEOUT, 2 * query_timeout)
+    options["socket_connect_timeout"] = min(float(options.get("socket_connect_timeout") or follow), follow)
     sentinel_options = {
         "socket_timeout": query_timeout,
-        "socket_connect_timeout": host.get("socket_connect_timeout", query_timeout),
+        "socket_connect_timeout": options["socket_connect_timeout"],
         **host.get("sentinel_kwargs", {}),
     }
     manager = Sentinel(list(host["sentinels"]), sentinel_kwargs=sentinel_options)
