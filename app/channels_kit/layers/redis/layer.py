@@ -551,7 +551,8 @@ class RedisChannelLayer(channels_redis.core.RedisChannelLayer):
     async def group_send(self, group: str, message: dict) -> None:
         """Send to every member, on every shard at once (a hung shard delays no other); the
         members of a shard that does not answer get it through its spare. The group's own
-        shard down: nobody gets it (logged)."""
+        shard down: a replicated one's failover is waited for; a single server's, nobody gets
+        it (logged)."""
         assert self.require_valid_group_name(group), "Group name not valid"
         names = await self._group_members(group)
         if names is None:
