@@ -46,7 +46,7 @@ RETRY_SECONDS, MAX_RETRY_SECONDS = 0.5, 2.0
 # How long a send to a '!' channel waits for its shard to come back before it raises.
 SPECIFIC_SEND_WAIT_SECONDS = 30.0
 # How long a group send waits for a replicated shard (Sentinel) that holds the group to fail
-# over: Sentinel's down-after time, its election and the promotion (3-4 s measured with the
+# over: Sentinel's down-after time, its election and the promotion (3-5 s measured with the
 # compose stack's 2 s) fit well within it. A single server's group is not waited for.
 FAILOVER_WAIT_SECONDS = 15.0
 # How often a process checks that no shard lost its memberships, and how long its marker lives.
