@@ -20,7 +20,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
 import redis
@@ -31,8 +31,8 @@ from tests.helpers import drain_layer, run
 
 BODY = b"x" * 100 * 1024  # 100 KiB: a 2 MB Redis is full after a dozen or two
 MAXIMUM_SENDS = 200  # far more than 2 MB holds: the layer must refuse before
-SERVER_OPTIONS = ["--bind", "127.0.0.1", "--maxmemory", "2mb", "--maxmemory-policy", "noeviction"]
-SERVER_OPTIONS += ["--save", "", "--appendonly", "no"]
+PLAIN = ("--save", "", "--appendonly", "no")  # nothing persisted
+SERVER_OPTIONS = ("--maxmemory", "2mb", "--maxmemory-policy", "noeviction", *PLAIN)
 
 
 def free_port() -> int:
@@ -41,12 +41,16 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server(binary: str, directory: str) -> tuple[subprocess.Popen, int]:
-    """A redis-server of 2 MB that evicts nothing; a port taken meanwhile: another port."""
+def start_server(
+    binary: str, directory: str, options: Sequence[str] = SERVER_OPTIONS
+) -> tuple[subprocess.Popen, int]:
+    """A private redis-server on a free loopback port, by default of 2 MB that evicts nothing
+    (``options`` come first on its command line: a configuration file, ``--sentinel``); a port
+    taken meanwhile: another port."""
     for _attempt in range(5):
         port = free_port()
         server = subprocess.Popen(
-            [binary, "--port", str(port), *SERVER_OPTIONS, "--dir", directory],
+            [binary, *options, "--port", str(port), "--bind", "127.0.0.1", "--dir", directory],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -63,7 +67,7 @@ def start_server(binary: str, directory: str) -> tuple[subprocess.Popen, int]:
         client.close()
         server.kill()
         server.wait()
-    pytest.fail("could not start a private redis-server")
+    pytest.fail(f"could not start a private redis-server {' '.join(options)}")
 
 
 @pytest.fixture

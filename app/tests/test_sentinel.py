@@ -25,7 +25,7 @@ import redis
 
 from channels_kit.layers.redis import RedisChannelLayer
 from tests.helpers import run
-from tests.test_redis_full import free_port
+from tests.test_redis_full import PLAIN, start_server
 
 MASTER = "shard-1"
 DOWN_AFTER_MS = 1000
@@ -33,40 +33,14 @@ DOWN_AFTER_MS = 1000
 FAILOVER_GOAL_SECONDS = 10.0
 
 
-def start(binary: str, directory: Path, *args: str) -> tuple[subprocess.Popen, int]:
-    """A private redis-server (or Sentinel, with ``--sentinel``) answering on a free port."""
-    for _attempt in range(5):
-        port = free_port()
-        process = subprocess.Popen(
-            [binary, *args, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis(port=port, socket_connect_timeout=0.5)
-        deadline = time.monotonic() + 10
-        while process.poll() is None and time.monotonic() < deadline:
-            try:
-                client.ping()
-            except redis.exceptions.ConnectionError:
-                time.sleep(0.05)
-                continue
-            client.close()
-            return process, port
-        client.close()
-        process.kill()
-        process.wait()
-    pytest.fail(f"could not start a private {' '.join(args) or 'redis-server'}")
-
-
 class Replicated:
     """A primary, its replica and three Sentinels: the processes and their ports."""
 
     def __init__(self, tmp_path: Path, binary: str) -> None:
         self.processes: list[subprocess.Popen] = []
-        plain = ["--save", "", "--appendonly", "no"]
-        self.primary, self.primary_port = self._start(binary, tmp_path / "primary", *plain)
+        self.primary, self.primary_port = self._start(binary, tmp_path / "primary", *PLAIN)
         self.replica, self.replica_port = self._start(
-            binary, tmp_path / "replica", *plain, "--replicaof", "127.0.0.1", str(self.primary_port)
+            binary, tmp_path / "replica", *PLAIN, "--replicaof", "127.0.0.1", str(self.primary_port)
         )
         self.sentinel_ports = []
         for number in range(3):
@@ -84,7 +58,7 @@ class Replicated:
 
     def _start(self, binary: str, directory: Path, *args: str) -> tuple[subprocess.Popen, int]:
         directory.mkdir(exist_ok=True)
-        process, port = start(binary, directory, *args)
+        process, port = start_server(binary, str(directory), args)
         self.processes.append(process)
         return process, port
 

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from test_shard_hang import Member, queue_task, task_runs
 
-from conftest import compose, parts, service_exec, wait_for_task
+from conftest import compose, parts, service_exec, wait_for, wait_for_task
 
 pytestmark = parts("replicas")
 
@@ -57,16 +57,6 @@ def primary_of(master: str) -> str:
 def role(service: str) -> str:
     answer = service_exec(service, "redis-cli", "-p", "6379", "--raw", "ROLE", check=False)
     return answer.stdout.split()[0] if answer.returncode == 0 and answer.stdout.strip() else "?"
-
-
-def wait_until(condition, timeout: float, what: str) -> float:
-    """Poll ``condition`` until it holds; the seconds it took. Fails after ``timeout``."""
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout:
-            pytest.fail(f"{what} after {timeout:g} s")
-        time.sleep(0.2)
-    return time.monotonic() - started
 
 
 @pytest.mark.parametrize("fault", ["killed", "paused"])
@@ -127,7 +117,9 @@ def test_a_lost_primary_fails_over_and_loses_nothing(fault, capsys):
     tasks = asyncio.run(scenario())
     statuses = [wait_for_task(task_id, timeout=60)["status"] for task_id in tasks]
     runs = task_runs(since)
-    back_as = wait_until(lambda: role(old) == "slave", 30, f"{old} did not come back as a replica")
+    started = time.monotonic()
+    wait_for(lambda: role(old) == "slave", 30, f"{old} back as a replica")
+    back_as = time.monotonic() - started
     failover = times["promoted"] - times["fault"]
     in_room = {room: [m for m in members if m.room == room] for room in rooms}
     posts = [(m, text, sent) for m in members for text, sent in m.sent.items()]
